@@ -1,0 +1,124 @@
+"""Model configuration as plain data: dataclasses, and presets stored as JSON files in ``configs/``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from actionclip.errors import ConfigError
+
+FUSIONS = ("meanP", "Transf", "Conv1D", "LSTM", "Transf_cls")
+_FUSION_ALIASES = {"seqTransf": "Transf", "Conv_1D": "Conv1D", "conv_1D": "Conv1D", "seqLSTM": "LSTM",
+                   "seqTransf_cls": "Transf_cls", "meanp": "meanP", "mean": "meanP", "transf": "Transf"}
+
+
+@dataclass
+class VisionConfig:
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class TextConfig:
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+
+
+@dataclass
+class FusionConfig:
+    kind: str = "Transf"
+    layers: int = 6
+    heads: int | None = None  # None: embed_dim // 64, as in ActionCLIP
+    # Rows of the frame position table: 77 in original ActionCLIP checkpoints, T in MMAction2 ones.
+    position_rows: int = 77
+    # Original ActionCLIP uses a TF-style LayerNorm with eps 1e-12 in the temporal transformer; MMAction2 uses 1e-5.
+    ln_eps: float = 1e-12
+
+
+@dataclass
+class ActionCLIPConfig:
+    """Everything needed to build an ``ActionCLIP`` model. ``num_frames`` is the clip length T the model expects."""
+
+    embed_dim: int = 512
+    num_frames: int = 8
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.fusion.kind = canonical_fusion(self.fusion.kind)
+        if self.num_frames < 1:
+            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.fusion.kind == "Transf" and self.num_frames > self.fusion.position_rows:
+            raise ConfigError(
+                f"num_frames={self.num_frames} exceeds the {self.fusion.position_rows}-row frame position table of the "
+                "Transf fusion"
+            )
+
+    @property
+    def fusion_heads(self) -> int:
+        return self.fusion.heads or max(1, self.embed_dim // 64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ActionCLIPConfig":
+        data = dict(data)
+        sub = {"vision": VisionConfig, "text": TextConfig, "fusion": FusionConfig}
+        for key, klass in sub.items():
+            if key in data and isinstance(data[key], dict):
+                data[key] = _build(klass, data[key], key)
+        return _build(cls, data, "model config")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _build(klass: type, data: dict[str, Any], what: str) -> Any:
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown field(s) in {what}: {', '.join(unknown)} (expected some of: {', '.join(sorted(names))})")
+    return klass(**data)
+
+
+def canonical_fusion(kind: str) -> str:
+    kind = _FUSION_ALIASES.get(kind, kind)
+    if kind not in FUSIONS:
+        raise ConfigError(f"unknown fusion {kind!r}; choose one of {', '.join(FUSIONS)}")
+    return kind
+
+
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files("actionclip").joinpath("configs")
+    return {p.name[: -len(".json")]: p for p in folder.iterdir() if p.name.endswith(".json")}
+
+
+def list_presets() -> list[str]:
+    """Preset names, e.g. ``ViT-B/32-8`` (file ``configs/ViT-B-32-8.json``)."""
+    names = []
+    for stem, path in _preset_files().items():
+        names.append(json.loads(path.read_text()).get("name") or stem)
+    return sorted(names)
+
+
+def preset_config(name: str) -> ActionCLIPConfig:
+    """The config of a preset. Accepts ``ViT-B/32-8`` or its file stem ``ViT-B-32-8``."""
+    files = _preset_files()
+    stem = name.replace("/", "-")
+    if stem not in files:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
+    data = json.loads(files[stem].read_text())
+    data.setdefault("name", name)
+    return ActionCLIPConfig.from_dict(data)

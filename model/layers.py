@@ -1,0 +1,96 @@
+"""Transformer building blocks with OpenAI CLIP's parameter names.
+
+The text tower and the temporal ``Transf`` fusion share these blocks, so checkpoints from OpenAI CLIP, the original
+ActionCLIP and MMAction2 map onto them by renaming prefixes only (``ln_1``, ``attn.in_proj_weight``,
+``attn.out_proj``, ``mlp.c_fc``, ``mlp.c_proj``, ``ln_2``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the activation CLIP was trained with (not ``nn.GELU``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and cast back, as CLIP does, so bf16/fp16 activations stay stable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with ``nn.MultiheadAttention``'s parameter layout (fused ``in_proj``, rows
+    [Wq; Wk; Wv]) computed with ``scaled_dot_product_attention`` (fused kernels; ``is_causal`` instead of a mask)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x: [B, L, D] -> [B, L, D]."""
+        b, n, d = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(width, hidden)
+        self.gelu = QuickGELU()
+        self.c_proj = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, ln_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(width, eps=ln_eps)
+        self.attn = SelfAttention(width, heads)
+        self.ln_2 = LayerNorm(width, eps=ln_eps)
+        self.mlp = MLP(width, int(width * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of ``ResidualAttentionBlock`` on batch-first sequences [B, L, D]."""
+
+    def __init__(self, width: int, layers: int, heads: int, ln_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.width = width
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, ln_eps=ln_eps) for _ in range(layers)])
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, causal, use_reentrant=False)
+            else:
+                x = block(x, causal=causal)
+        return x

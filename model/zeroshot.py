@@ -1,0 +1,127 @@
+"""Prompts and ActionCLIP's test-time scoring.
+
+Scoring (original ``test.py`` and MMAction2 ``predict``): L2-normalise video and prompt features, scale by a fixed
+100, softmax over classes separately for each template, then average the per-template probabilities.
+CLIP-style prompt ensembling (mean of normalised text embeddings, one softmax) is available as ``ensemble="clip"``.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from actionclip.errors import ActionCLIPError
+from actionclip.tokenizer import tokenize
+
+TEMPLATES: tuple[str, ...] = (
+    "a photo of action {}",
+    "a picture of action {}",
+    "Human action of {}",
+    "{}, an action",
+    "{} this is an action",
+    "{}, a video of action",
+    "Playing action of {}",
+    "{}",
+    "Playing a kind of action, {}",
+    "Doing a kind of action, {}",
+    "Look, the human is {}",
+    "Can you recognize the action of {}?",
+    "Video classification of {}",
+    "A video of {}",
+    "The man is {}",
+    "The woman is {}",
+)
+TEST_SCALE = 100.0
+ENSEMBLES = ("actionclip", "clip")
+
+
+class PromptError(ActionCLIPError, ValueError):
+    """Bad labels or templates (empty label list, a template without ``{}``)."""
+
+
+def check_prompts(labels: Sequence[str], templates: Sequence[str]) -> None:
+    if len(labels) == 0:
+        raise PromptError("the label list is empty")
+    if any(not isinstance(label, str) or not label.strip() for label in labels):
+        raise PromptError("labels must be non-empty strings")
+    if len(templates) == 0:
+        raise PromptError("the template list is empty")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise PromptError(f"template(s) without a '{{}}' placeholder for the label: {bad}")
+
+
+def build_prompts(labels: Sequence[str], templates: Sequence[str] | None = None) -> list[str]:
+    """Template-major prompt list: entry ``k * C + c`` is template k applied to label c."""
+    templates = TEMPLATES if templates is None else tuple(templates)
+    check_prompts(labels, templates)
+    return [t.replace("{}", label) for t in templates for label in labels]
+
+
+# Per-model caches of prompt features. The key includes the text parameters' in-place version counters, so an
+# optimiser step (which bumps them) invalidates the cache without any bookkeeping by the caller.
+_CACHES: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model: torch.nn.Module) -> int:
+    return sum(p._version for p in model.text.parameters())
+
+
+@torch.no_grad()
+def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Sequence[str] | None = None,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """L2-normalised prompt features [K, C, D] (K templates, C labels), cached per (labels, templates, weights).
+
+    Prompts are encoded in batches; the text tower trims each batch to its longest prompt.
+    """
+    templates = TEMPLATES if templates is None else tuple(templates)
+    key = (tuple(labels), tuple(templates), next(model.parameters()).device.type, _weights_version(model))
+    cache = _CACHES.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+    prompts = build_prompts(labels, templates)
+    device = next(model.parameters()).device
+    ids = tokenize(prompts, context_length=model.context_length, truncate=True)
+    feats = torch.cat([model.encode_text(ids[i : i + batch_size].to(device)) for i in range(0, len(ids), batch_size)])
+    feats = F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1)
+    if len(cache) > 32:  # a serving process sees few label sets; bound memory anyway
+        cache.clear()
+    cache[key] = feats
+    return feats
+
+
+def actionclip_scores(video_features: torch.Tensor, text_features: torch.Tensor, scale: float = TEST_SCALE,
+                      ensemble: str = "actionclip") -> torch.Tensor:
+    """Class probabilities [B, C] from video features [B, D] (any norm) and prompt features [K, C, D].
+
+    ``actionclip``: softmax over classes per template, mean over templates. ``clip``: mean of the normalised
+    prompt features per class, then one softmax.
+    """
+    v = F.normalize(video_features.float(), dim=-1)
+    t = F.normalize(text_features.float(), dim=-1)
+    if ensemble == "actionclip":
+        logits = scale * torch.einsum("bd,kcd->bkc", v, t)
+        return logits.softmax(dim=-1).mean(dim=1)
+    if ensemble == "clip":
+        class_emb = F.normalize(t.mean(dim=0), dim=-1)
+        return (scale * v @ class_emb.t()).softmax(dim=-1)
+    raise PromptError(f"unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}")
+
+
+@torch.no_grad()
+def zero_shot_probs(model: torch.nn.Module, video: torch.Tensor, labels: Sequence[str],
+                    templates: Sequence[str] | None = None, ensemble: str = "actionclip") -> torch.Tensor:
+    """Classify CLIP-normalised clips [B, T, 3, H, W] among ``labels`` -> probabilities [B, C]."""
+    text = encode_prompts(model, labels, templates)
+    device = next(model.parameters()).device
+    return actionclip_scores(model.encode_video(video.to(device)), text, ensemble=ensemble)
+
+
+def kinetics400_labels() -> list[str]:
+    """The 400 Kinetics-400 class names in the original / MMAction2 label-map order."""
+    from importlib import resources
+
+    text = resources.files("actionclip").joinpath("assets/kinetics400_labels.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
