@@ -156,9 +156,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
         raise CheckpointError(f"{p}: truncated or corrupt checkpoint ({type(exc).__name__}: {exc})") from exc
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{p}: not a loadable checkpoint (refused by the weights-only unpickler: {exc})") from exc
-    except RuntimeError as exc:
+    except Exception as exc:  # the unpicklers raise many types (IndexError, ValueError, RuntimeError) on garbage
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable checkpoint ({msg})") from exc
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(exc).__name__}: {msg})") from exc
 
 
 def detect_format(content: Any, container: str) -> str:
