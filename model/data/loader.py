@@ -1,0 +1,200 @@
+"""torch Dataset / DataLoader over prepared manifest rows.
+
+Items are uint8 clips; normalisation happens later on the training device (``normalize_video``), which keeps the
+worker -> main process transfer 4x smaller and the CPU work per clip to decode + crop.
+
+Bad-video policy: a clip that fails to decode at training time is logged, counted and replaced by another random
+clip of the dataset, so one broken file never ends an epoch; only ``max_retries`` consecutive failures raise.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data.distributed import DistributedSampler
+
+from .prepare import DatasetError
+from .reader import open_video, short_side_size
+from .sampling import sample_multiview_indices, sample_train_indices
+from .transforms import TestTransform, TrainTransform, resize_short_side, scale_size
+
+log = logging.getLogger(__name__)
+
+_MAX_WORKER_SLOTS = 256
+
+
+class VideoClipDataset(Dataset):
+    """Clips of manifest ``rows`` (dicts with at least "path"; "label", "caption", "width", "height" used if present).
+
+    Item: {"video": uint8 [T, 3, size, size] (or [V, T, 3, size, size], V = num_clips * num_crops, clip-major),
+           "label": int (index in ``labels``, -1 if absent), "caption": str ("" if none), "path": str}.
+
+    mode "train": random TSN indices + ``TrainTransform``; mode "test": ``num_clips`` deterministic temporal views
+    x ``num_crops`` (1 or 3) spatial crops via ``TestTransform``. With ``resize_on_decode`` decord scales frames to
+    the short side ``size * 256 // 224`` while decoding (needs "width"/"height" in the row, as in the manifest).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict],
+        labels: Sequence[str],
+        num_frames: int,
+        size: int,
+        mode: str = "train",
+        num_clips: int = 1,
+        num_crops: int = 1,
+        *,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        resize_on_decode: bool = True,
+        max_retries: int = 10,
+        decode_threads: int = 1,
+    ):
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if mode == "train" and (num_clips != 1 or num_crops != 1):
+            raise ValueError("multi-view (num_clips/num_crops > 1) is a test-time protocol; use mode='test'")
+        if not rows:
+            raise DatasetError("VideoClipDataset got no rows (empty split?)")
+        self.rows = list(rows)
+        self.labels = list(labels)
+        self._label_index = {name: i for i, name in enumerate(self.labels)}
+        self.num_frames, self.size, self.mode = num_frames, size, mode
+        self.num_clips, self.num_crops = num_clips, num_crops
+        self.short_side = scale_size(size)
+        if transform is None:
+            transform = TrainTransform(size) if mode == "train" else TestTransform(size, num_crops=num_crops)
+        self.transform = transform
+        self.resize_on_decode = resize_on_decode
+        self.max_retries = max_retries
+        self.decode_threads = decode_threads
+        # one slot per worker (slot 0 = main process) in shared memory: counts survive worker processes and need no
+        # lock because each process only writes its own slot
+        self._bad = torch.zeros(_MAX_WORKER_SLOTS, dtype=torch.int64).share_memory_()
+        self.bad_paths: list[str] = []  # this process's failures (workers log theirs)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def bad_count(self) -> int:
+        """Clips that failed to decode and were substituted, summed over all loader workers."""
+        return int(self._bad.sum())
+
+    def label_of(self, row: dict) -> int:
+        return self._label_index.get(row.get("label"), -1)
+
+    def __getitem__(self, index: int) -> dict:
+        idx = index
+        last_error: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._load(idx)
+            except Exception as exc:  # any failure of one file: log, count, substitute (never crash the epoch)
+                last_error = exc
+                self._record_bad(self.rows[idx]["path"], exc)
+                idx = int(torch.randint(0, len(self.rows), ()))
+        raise DatasetError(
+            f"{self.max_retries + 1} consecutive clips failed to load (last: {last_error}); is the data readable?"
+        )
+
+    def _record_bad(self, path: str, exc: Exception) -> None:
+        info = get_worker_info()
+        slot = 0 if info is None else 1 + info.id % (_MAX_WORKER_SLOTS - 1)
+        self._bad[slot] += 1
+        self.bad_paths.append(path)
+        log.warning("skipping unreadable video %s (%s); substituting another clip", path, exc)
+
+    def _decode_size(self, row: dict) -> tuple[int, int]:
+        if self.resize_on_decode and row.get("width") and row.get("height"):
+            return short_side_size(int(row["width"]), int(row["height"]), self.short_side)
+        return -1, -1
+
+    def _load(self, index: int) -> dict:
+        row = self.rows[index]
+        w, h = self._decode_size(row)
+        with open_video(row["path"], width=w, height=h, threads=self.decode_threads) as video:
+            n = video.info.frames
+            if self.mode == "train":
+                indices = sample_train_indices(n, self.num_frames)
+            else:
+                indices = sample_multiview_indices(n, self.num_frames, self.num_clips).flatten()
+            frames = video.read(indices.tolist())
+        # also the decode-then-resize path (and frame folders): same short side, so both paths crop alike
+        frames = resize_short_side(frames, self.short_side)
+        if self.mode == "train":
+            clip = self.transform(frames)
+        else:
+            views = [self.transform(v) for v in frames.reshape(self.num_clips, self.num_frames, *frames.shape[1:])]
+            if self.num_crops > 1:
+                clip = torch.cat(views)  # each view is [num_crops, T, 3, s, s]; clip-major order
+            else:
+                clip = torch.stack(views) if self.num_clips > 1 else views[0]
+        return {"video": clip, "label": self.label_of(row), "caption": row.get("caption") or "",
+                "path": row["path"]}
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """list of items -> {"video": uint8 [B, ...], "label": LongTensor [B], "caption": list[str], "path": list[str]}."""
+    return {
+        "video": torch.stack([it["video"] for it in items]),
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "caption": [it["caption"] for it in items],
+        "path": [it["path"] for it in items],
+    }
+
+
+def _distributed_active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def make_loader(
+    dataset: VideoClipDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    workers: int = 0,
+    distributed: bool | None = None,
+    seed: int = 0,
+    drop_last: bool = False,
+    *,
+    pin_memory: bool | None = None,
+    persistent_workers: bool | None = None,
+    prefetch_factor: int = 2,
+) -> DataLoader:
+    """A DataLoader yielding ``collate_clips`` batches.
+
+    ``distributed=None`` uses a ``DistributedSampler`` exactly when torch.distributed is initialised with more than
+    one process (call ``set_epoch(loader, epoch)`` every epoch so shuffles differ). ``pin_memory`` defaults to
+    "CUDA is available"; workers are persistent by default (decord/ffmpeg start-up is paid once, not per epoch).
+    ``seed`` fixes the shuffle order and the per-worker augmentation seeds.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    distributed = _distributed_active() if distributed is None else distributed
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
+    generator = torch.Generator().manual_seed(seed)
+    kwargs = {}
+    if workers > 0:
+        kwargs["prefetch_factor"] = prefetch_factor
+        kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_clips,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        drop_last=drop_last,
+        generator=generator,
+        **kwargs,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Forward the epoch to a ``DistributedSampler`` (no-op otherwise), so each epoch shuffles differently."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)

@@ -1,0 +1,334 @@
+"""Dataset preparation: parse annotations, probe every video in parallel, write the prepared dataset directory.
+
+Output (see docs/ARCHITECTURE.md "Data"): manifest.jsonl, labels.txt, heldout_labels.txt, summary.json,
+rejected.jsonl, probe_cache.json. Videos are never copied; the manifest holds absolute paths.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from actionclip.errors import ActionCLIPError
+
+from .formats import DatasetFormatError, Entry, merge_labels, parse_captions, parse_source
+from .reader import VideoReadError, probe_video
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "heldout", "pretrain")
+MANIFEST_KEYS = ("path", "label", "split", "caption", "frames", "fps", "width", "height", "duration")
+CACHE_FILE = "probe_cache.json"
+
+
+class DatasetError(ActionCLIPError):
+    """The dataset as a whole is unusable (too many bad videos, nothing left, not a prepared directory)."""
+
+
+# ------------------------------------------------------------------------------------------------ loaded dataset
+@dataclass
+class PreparedDataset:
+    """A prepared dataset directory. ``rows()`` are manifest dicts (keys ``MANIFEST_KEYS``)."""
+
+    root: Path
+    labels: list[str]
+    heldout_labels: list[str]
+    dataset_hash: str
+    summary: dict
+    _rows: list[dict] | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "PreparedDataset":
+        root = Path(root)
+        missing = [f for f in ("manifest.jsonl", "labels.txt", "summary.json") if not (root / f).is_file()]
+        if missing:
+            raise DatasetError(f"{root} is not a prepared dataset (missing {', '.join(missing)})")
+        summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+        heldout_file = root / "heldout_labels.txt"
+        return cls(
+            root=root,
+            labels=_read_lines(root / "labels.txt"),
+            heldout_labels=_read_lines(heldout_file) if heldout_file.is_file() else [],
+            dataset_hash=summary.get("dataset_hash", ""),
+            summary=summary,
+        )
+
+    def rows(self, split: str | Iterable[str] | None = None) -> list[dict]:
+        """Manifest rows, all or those of ``split`` (a name or several), in manifest order."""
+        if self._rows is None:
+            text = (self.root / "manifest.jsonl").read_text(encoding="utf-8")
+            self._rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if split is None:
+            return list(self._rows)
+        wanted = {split} if isinstance(split, str) else set(split)
+        unknown = wanted - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; splits are {SPLITS}")
+        return [r for r in self._rows if r["split"] in wanted]
+
+    def label_index(self, label: str | None) -> int:
+        """Index of ``label`` in ``labels`` or -1 (held-out, caption-only or unknown)."""
+        try:
+            return self.labels.index(label)  # type: ignore[arg-type]
+        except ValueError:
+            return -1
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+# --------------------------------------------------------------------------------------------------- probe cache
+def _stat_key(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _probe(path: str, check_decode: bool) -> dict:
+    try:
+        return {"info": probe_video(path, check_decode=check_decode).to_dict()}
+    except VideoReadError as exc:
+        return {"error": _strip_path(str(exc), path)}
+    except Exception as exc:  # an unexpected failure in one file must not abort the whole run
+        return {"error": f"unexpected {type(exc).__name__}: {exc}"[:300]}
+
+
+def _strip_path(message: str, path: str) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def probe_all(paths: Sequence[str], cache: dict, *, workers: int, progress: bool, check_decode: bool) -> dict:
+    """Probe ``paths`` (threads: decord releases the GIL while decoding) -> {path: {"info"| "error"}}.
+
+    ``cache`` maps path -> {"stat": [size, mtime_ns], ...}; unchanged files reuse their earlier result and the cache
+    is updated in place.
+    """
+    results: dict[str, dict] = {}
+    todo = []
+    for p in paths:
+        key = _stat_key(p)
+        hit = cache.get(p)
+        if key is None:
+            results[p] = {"error": "file not found"}
+        elif hit is not None and hit.get("stat") == key:
+            results[p] = {k: v for k, v in hit.items() if k != "stat"}
+        else:
+            todo.append((p, key))
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="probing videos", unit="video")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for (p, key), res in zip(todo, pool.map(lambda item: _probe(item[0], check_decode), todo)):
+            results[p] = res
+            cache[p] = {"stat": key, **res}
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    log.info("probed %d videos (%d from cache)", len(todo), len(paths) - len(todo))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ splitting
+def assign_splits(entries: list[Entry], heldout: set[str], val_fraction: float, seed: int) -> None:
+    """Held-out labels -> "heldout" (except "pretrain" rows); unassigned rows -> stratified train/val per label."""
+    pending: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.split == "pretrain":
+            continue
+        if e.label in heldout:
+            e.split = "heldout"
+        elif e.split is None:
+            pending[e.label or ""].append(e)
+    for label, group in pending.items():
+        order = sorted(range(len(group)), key=lambda i: group[i].path)
+        random.Random(f"{seed}:{label}").shuffle(order)  # seeded per label: adding a class leaves others unchanged
+        n_val = int(round(len(group) * val_fraction))
+        if val_fraction > 0 and len(group) >= 2:
+            n_val = min(max(n_val, 1), len(group) - 1)  # every label keeps >= 1 train and >= 1 val video
+        for rank, i in enumerate(order):
+            group[i].split = "val" if rank < n_val else "train"
+
+
+# -------------------------------------------------------------------------------------------------------- prepare
+def prepare_dataset(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    format: str = "auto",
+    label_map: str | os.PathLike | None = None,
+    video_root: str | os.PathLike | None = None,
+    captions: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    heldout: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_bad_fraction: float = 0.1,
+    workers: int = 4,
+    progress: bool = True,
+    check_decode: bool = True,
+) -> PreparedDataset:
+    """Probe the videos named by ``source`` and write a prepared dataset into ``out_dir``.
+
+    ``source``: a directory (class folders or a synthetic dataset) or annotation file(s) (see ``formats``);
+    ``captions``: extra caption lists whose rows become "pretrain" rows; ``heldout``: labels kept out of
+    labels.txt for zero-shot evaluation (default: the ones the source declares, e.g. synthetic). Individual bad
+    files are rejected with a reason; more than ``max_bad_fraction`` bad files raises ``DatasetError`` (after
+    writing rejected.jsonl so the reasons are not lost).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not sources:
+        raise DatasetFormatError("no dataset source given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    entries: list[Entry] = []
+    label_orders, declared_heldout, formats, ignored = [], [], [], []
+    for src in sources:
+        fmt, parsed = parse_source(Path(src), format, label_map, video_root)
+        formats.append(fmt)
+        entries += parsed.entries
+        label_orders.append(parsed.labels)
+        declared_heldout += parsed.heldout
+        ignored += parsed.ignored
+    for cap in [] if captions is None else ([captions] if isinstance(captions, (str, os.PathLike)) else captions):
+        cap = Path(cap)
+        if not cap.is_file():
+            raise DatasetFormatError(f"caption list {cap} not found")
+        parsed = parse_captions(cap, Path(video_root) if video_root else cap.parent)
+        entries += parsed.entries
+        label_orders.append(parsed.labels)
+    all_labels = merge_labels(label_orders + [[e.label for e in entries if e.label]])
+    held = list(heldout) if heldout is not None else merge_labels([declared_heldout])
+    unknown = [h for h in held if h not in all_labels]
+    if unknown:
+        raise DatasetFormatError(f"held-out label(s) {unknown} are not dataset labels")
+    bad_split = sorted({e.split for e in entries if e.split not in (None, *SPLITS)})
+    if bad_split:
+        raise DatasetFormatError(f"unknown split name(s) {bad_split} in annotations; use {SPLITS}")
+
+    # the same file listed twice (two lists, or a caption list naming a training video) would leak between
+    # splits: keep the first mention and let a later caption fill in a missing one
+    first: dict[str, Entry] = {}
+    unique: list[Entry] = []
+    rejected: list[dict] = []
+    duplicates = 0
+    for e in entries:
+        e.path = os.path.abspath(e.path)
+        if e.path in first:
+            duplicates += 1
+            if first[e.path].caption is None and e.caption:
+                first[e.path].caption = e.caption
+            continue
+        first[e.path] = e
+        if e.label is None and e.split != "pretrain":
+            rejected.append({"path": e.path, "reason": "no label (only 'pretrain' rows may be caption-only)"})
+            continue
+        unique.append(e)
+
+    cache = _load_cache(out / CACHE_FILE)
+    probes = probe_all(sorted({e.path for e in unique}), cache, workers=workers, progress=progress,
+                       check_decode=check_decode)
+    _write_json(out / CACHE_FILE, cache)
+
+    good: list[tuple[Entry, dict]] = []
+    for e in unique:
+        res = probes[e.path]
+        if "error" in res:
+            rejected.append({"path": e.path, "reason": res["error"]})
+        else:
+            good.append((e, res["info"]))
+    _write_lines(out / "rejected.jsonl", [json.dumps(r, ensure_ascii=False) for r in rejected])
+    total = len(entries) - duplicates
+    if total == 0:
+        raise DatasetError(f"{sources[0]}: the dataset lists no videos")
+    bad_fraction = len(rejected) / total
+    if not good or bad_fraction > max_bad_fraction:
+        raise DatasetError(
+            f"{len(rejected)} of {total} videos rejected ({bad_fraction:.1%} > limit {max_bad_fraction:.1%}); "
+            f"reasons in {out / 'rejected.jsonl'}"
+        )
+
+    assign_splits([e for e, _ in good], set(held), val_fraction, seed)
+    closed = [lab for lab in all_labels if lab not in set(held)]
+    rows = [
+        {"path": e.path, "label": e.label, "split": e.split, "caption": e.caption,
+         "frames": info["frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
+         "duration": info["duration"]}
+        for e, info in good
+    ]
+    manifest_lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    _write_lines(out / "manifest.jsonl", manifest_lines)
+    _write_lines(out / "labels.txt", closed)
+    _write_lines(out / "heldout_labels.txt", held)
+    digest = hashlib.sha256((out / "manifest.jsonl").read_bytes()).hexdigest()
+
+    per_split = Counter(r["split"] for r in rows)
+    per_label: dict[str, dict[str, int]] = defaultdict(dict)
+    for (split, label), n in sorted(Counter((r["split"], r["label"] or "") for r in rows).items()):
+        per_label[split][label] = n
+    summary = {
+        "dataset_hash": digest,
+        "format": formats[0] if len(set(formats)) == 1 else formats,
+        "source": [str(Path(s).resolve()) for s in sources],
+        "num_videos": len(rows),
+        "splits": {s: per_split.get(s, 0) for s in SPLITS},
+        "per_label": per_label,
+        "num_labels": len(closed),
+        "num_heldout_labels": len(held),
+        "captioned": sum(1 for r in rows if r["caption"]),
+        "rejected": len(rejected),
+        "rejected_reasons": dict(Counter(_reason_kind(r["reason"]) for r in rejected)),
+        "ignored_files": len(ignored),
+        "duplicates": duplicates,
+        "total_duration_s": round(sum(r["duration"] for r in rows), 3),
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    _write_json(out / "summary.json", summary)
+    log.info("prepared %d videos (%s), rejected %d -> %s", len(rows), dict(per_split), len(rejected), out)
+    return PreparedDataset.load(out)
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (", 1)[0]
+
+
+def _load_cache(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        log.warning("ignoring unreadable probe cache %s", path)
+        return {}
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    _atomic_write(path, "".join(line + "\n" for line in lines))
+
+
+def _write_json(path: Path, obj: object) -> None:
+    _atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # readers (a pipeline step, a resumed run) never see a half-written manifest
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
