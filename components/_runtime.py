@@ -1,0 +1,143 @@
+"""Helpers the component bodies import at run time (inside the container, where the project is installed).
+
+KFP lightweight components ship only their own function source, so anything shared lives here and is imported inside
+the body (``from components._runtime import ...``): the project image installs this package next to ``actionclip``.
+Only the standard library is imported at module level.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+# One greppable line per failed stage in the task log; `actionclip pipeline run` reads it back to name the cause.
+ERROR_MARKER = "ACTIONCLIP_STAGE_ERROR"
+# MLflow tag that ties the pipeline's parent run to the KFP job (the exit handler finds the run by it).
+JOB_TAG = "kfp.pipeline_job_name"
+
+
+@contextlib.contextmanager
+def stage_errors(stage: str) -> Iterator[None]:
+    """Re-raise any error from a stage after printing it as one marked JSON line.
+
+    The task still fails (KFP marks it FAILURE and stops the downstream tasks); the marker lets the local runner and
+    anyone reading the pod log see the stage's own message instead of the orchestrator's generic one.
+    """
+    try:
+        yield
+    except BaseException as exc:  # noqa: BLE001 - re-raised below; KeyboardInterrupt/SystemExit are reported too
+        record = {"stage": stage, "type": type(exc).__name__, "message": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+        traceback.print_exc()
+        print(f"{ERROR_MARKER} {json.dumps(record)}", flush=True)
+        sys.stdout.flush()
+        raise
+
+
+def parse_error_line(line: str) -> dict[str, str] | None:
+    """The record from a marker line written by ``stage_errors``, or None for any other line."""
+    idx = line.find(ERROR_MARKER + " ")
+    if idx < 0:
+        return None
+    try:
+        record = json.loads(line[idx + len(ERROR_MARKER) + 1:].strip())
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and "message" in record else None
+
+
+def work_dir(work_root: str, job_name: str, stage: str) -> Path:
+    """Where a stage writes its scratch outputs (checkpoints, logs) before the kept parts are copied to artifacts.
+
+    With ``work_root`` on shared storage (a PVC path) the directory is stable per (job, stage), so a KFP retry of
+    the same job resumes from the stage's last checkpoint; without it, a fresh temporary directory.
+    """
+    if work_root:
+        path = Path(work_root) / _safe(job_name or "job") / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return Path(tempfile.mkdtemp(prefix=f"actionclip-{stage}-"))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def copy_dir(src: str | Path, dst: str | Path) -> Path:
+    """Copy a directory's contents into ``dst`` (created; existing files replaced). Returns ``dst``."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise FileNotFoundError(f"expected a directory from the stage, found none at {src}")
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite scalar entries of a metrics mapping (KFP Metrics and MLflow accept numbers only)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        value = float(value)
+        if value == value and value not in (float("inf"), float("-inf")):
+            out[key] = value
+    return out
+
+
+def top_confused_classes(confusion: list[list[float]], n: int) -> list[int]:
+    """Indices of at most ``n`` classes to show in a confusion matrix, in label order.
+
+    Picks the classes involved in the most errors (off-diagonal mass of their row and column), then fills up with
+    the most frequent classes, so a 400-class matrix becomes a readable n x n view of where the model goes wrong.
+    """
+    c = len(confusion)
+    if c <= n:
+        return list(range(c))
+    errors = [0.0] * c
+    support = [0.0] * c
+    for i, row in enumerate(confusion):
+        for j, value in enumerate(row):
+            support[i] += value
+            if i != j:
+                errors[i] += value
+                errors[j] += value
+    order = sorted(range(c), key=lambda k: (-errors[k], -support[k], k))
+    return sorted(order[:n])
+
+
+# Fields the pipeline wires itself (artifacts, tracking); a per-stage override may not redirect them.
+WIRED_FIELDS = frozenset({"data", "model", "out_dir", "parent_run_id", "prompt", "experiment", "tracking"})
+
+
+def build_config(config_cls: Any, values: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> Any:
+    """``config_cls.from_dict(values | overrides)``, refusing overrides of the fields the pipeline wires.
+
+    ``overrides`` is the stage's free-form pipeline parameter (e.g. ``{"precision": "bf16"}``) for config fields
+    that have no pipeline parameter of their own; unknown names are rejected by the config class itself.
+    """
+    overrides = dict(overrides or {})
+    wired = sorted(k for k in overrides if k.replace("-", "_") in WIRED_FIELDS)
+    if wired:
+        from actionclip.errors import ConfigError
+
+        raise ConfigError(
+            f"{config_cls.STAGE} overrides may not set {', '.join(wired)}: the pipeline wires these from its artifacts"
+        )
+    return config_cls.from_dict({**values, **overrides})
+
+
+def log_scalars(metrics_artifact: Any, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Log the finite scalars of ``metrics`` on a KFP ``Metrics`` artifact; returns what was logged."""
+    scalars = scalar_metrics(metrics)
+    for key, value in scalars.items():
+        metrics_artifact.log_metric(prefix + key, value)
+    return scalars

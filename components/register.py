@@ -1,0 +1,85 @@
+"""Component: register the fine-tuned model in the MLflow registry (alias challenger, champion when it wins)."""
+# No `from __future__ import annotations` here: KFP reads the real annotation objects of a component.
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register_model(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    prompt: Input[Artifact],
+    evaluation: Input[Artifact],
+    pretrained: Input[Model],
+    registered: Output[Artifact],
+    parent_run_id: str = "",
+    registry_name: str = "actionclip",
+    promotion_metric: str = "top1",
+    promotion_margin: float = 0.0,
+    experiment: str = "actionclip",
+    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+) -> str:
+    """Log the model as a pyfunc, register a new version with lineage, alias it ``challenger`` and promote it to
+    ``champion`` when ``promotion_metric`` beats the current champion's by more than ``promotion_margin``.
+
+    Args:
+        model: the fine-tuned model directory.
+        dataset: the prepared dataset (labels and the dataset hash for lineage).
+        prompt: prompt.json served with the model.
+        evaluation: the evaluation directory (metrics.json).
+        pretrained: the pre-trained model (recorded as the parent checkpoint).
+        registered: output JSON {name, version, aliases, promoted, model_uri, run_id, reused}.
+        parent_run_id: the pipeline's MLflow parent run (lineage and idempotency key: a retried step adds no version).
+        registry_name: registered model name.
+        promotion_metric: evaluation metric compared with the champion's.
+        promotion_margin: how much better than the champion a version must be to take the alias.
+        experiment: MLflow experiment name.
+        job_name: the KFP job name (filled in by KFP).
+
+    Returns:
+        The registered model URI ("models:/<name>/<version>").
+    """
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from components._runtime import stage_errors
+
+    with stage_errors("register"):
+        import mlflow
+
+        from actionclip.serving import register_model as register
+
+        dataset_hash = dataset.metadata.get("dataset_hash") or json.loads(
+            Path(dataset.path, "summary.json").read_text(encoding="utf-8"))["dataset_hash"]
+        result = register(
+            model.path,
+            str(Path(evaluation.path, "metrics.json")),
+            registry_name,
+            labels=str(Path(dataset.path, "labels.txt")),
+            prompt=prompt.path,
+            metric=promotion_metric,
+            margin=promotion_margin,
+            pipeline_run_id=parent_run_id or job_name,
+            dataset_hash=dataset_hash,
+            parent_checkpoint=pretrained.uri,
+            experiment=experiment,
+        )
+        record = asdict(result)
+        record["aliases"] = list(record.get("aliases") or [])
+        client = mlflow.MlflowClient()
+        if parent_run_id:
+            # Lineage both ways: the registration run sits in the pipeline's run tree, and the parent run names
+            # the version it produced.
+            if result.run_id and result.run_id != parent_run_id:
+                client.set_tag(result.run_id, "mlflow.parentRunId", parent_run_id)
+            client.set_tag(parent_run_id, "actionclip.registered_model", result.model_uri)
+            client.set_tag(parent_run_id, "actionclip.dataset_hash", dataset_hash)
+        client.set_model_version_tag(registry_name, str(result.version), "kfp.pipeline_job_name", job_name)
+        Path(registered.path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        registered.metadata.update({k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))})
+        print(f"registered {result.model_uri} aliases={record['aliases']} promoted={result.promoted}")
+        return result.model_uri

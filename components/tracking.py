@@ -1,0 +1,82 @@
+"""Components that open and close the pipeline's MLflow parent run, so every stage nests under one run tree."""
+# No `from __future__ import annotations` here: KFP reads the real annotation objects of a component.
+
+from kfp import dsl
+from kfp.dsl import PipelineTaskFinalStatus
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def open_run(
+    experiment: str = "actionclip",
+    run_name: str = "",
+    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    job_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+) -> str:
+    """Create the pipeline's MLflow parent run and return its id (the stages nest their runs under it).
+
+    Args:
+        experiment: MLflow experiment name.
+        run_name: parent run name; default: the KFP job name.
+        job_name: the KFP job name (filled in by KFP); tagged on the run so the exit handler can find it.
+        job_id: the KFP job id (filled in by KFP); tagged for lineage.
+
+    Returns:
+        The MLflow run id of the parent run.
+    """
+    from components._runtime import JOB_TAG, stage_errors
+
+    with stage_errors("open-run"):
+        import mlflow
+
+        from actionclip.train import tracking
+
+        run_id = tracking.start_parent_run(experiment, run_name or job_name)
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, JOB_TAG, job_name)
+        client.set_tag(run_id, "kfp.pipeline_job_id", job_id)
+        print(f"MLflow parent run {run_id} in experiment {experiment!r} ({mlflow.get_tracking_uri()})")
+        return run_id
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def close_run(
+    status: PipelineTaskFinalStatus,
+    experiment: str = "actionclip",
+    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+) -> None:
+    """Exit handler: mark the parent run (and any stage run left running) FINISHED or FAILED.
+
+    An exit task may not consume other tasks' outputs, so the parent run is found by the KFP job-name tag that
+    ``open_run`` set. Does nothing when the job failed before the parent run existed.
+
+    Args:
+        status: the final status of the pipeline body (filled in by KFP).
+        experiment: MLflow experiment name (as given to ``open_run``).
+        job_name: the KFP job name (filled in by KFP).
+    """
+    from components._runtime import JOB_TAG, stage_errors
+
+    with stage_errors("close-run"):
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            print(f"no MLflow experiment {experiment!r}: nothing to close")
+            return
+        ok = status.state == "SUCCEEDED"
+        parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_name}'")
+        for parent in parents:
+            client.set_tag(parent.info.run_id, "kfp.pipeline_status", status.state)
+            if status.error_message:
+                client.set_tag(parent.info.run_id, "kfp.pipeline_error", status.error_message[:4000])
+            children = client.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+            )
+            for run in [*children, parent]:
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, "FINISHED" if ok else "FAILED")
+            print(f"MLflow parent run {parent.info.run_id}: {'FINISHED' if ok else 'FAILED'} ({status.state})")

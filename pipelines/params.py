@@ -1,0 +1,122 @@
+"""The pipeline's parameters as plain data (no kfp import), for the CLI flags and the docs.
+
+``pipelines.pipeline.actionclip_pipeline`` declares the same names, types and defaults in its signature (KFP needs a
+literal signature); a test holds the two equal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from actionclip.errors import ConfigError
+
+
+@dataclass
+class PipelineParams:
+    """Every knob of the pipeline. Defaults: the tiny synthetic CPU demo (`actionclip pipeline run`)."""
+
+    # data
+    data_source: str = "synthetic"  # "synthetic" or a path on the data volume (class folders, list, CSV, frames)
+    data_format: str = "auto"  # auto | synthetic | folder | mmaction | kinetics | frames | captions
+    label_map: str = ""  # label-map file for list sources
+    video_root: str = ""  # root for relative paths in list sources
+    heldout_labels: list[str] = field(default_factory=list)  # labels kept out of fine-tuning (zero-shot eval)
+    val_fraction: float = 0.25  # per-label validation fraction
+    synthetic_dir: str = "/data/synthetic"  # where synthetic clips are generated (data volume)
+    synthetic_clips_per_class: int = 8
+    synthetic_frames: int = 16
+    synthetic_size: int = 64
+    # model and pre-training
+    preset: str = "tiny-8"  # architecture preset, e.g. ViT-B/32-8
+    weights: str = ""  # checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); "": random init
+    num_frames: int = 0  # frames per clip (0: the preset's)
+    fusion: str = ""  # temporal fusion override: meanP, Transf, Conv1D, LSTM, Transf_cls ("" keeps)
+    pretrain_epochs: float = 1.0  # caption pre-training epochs (0: import the weights only)
+    pretrain_max_steps: int = 0
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 1e-4
+    # prompt
+    templates: list[str] = field(default_factory=list)  # extra templates with "{}", scored beside the 16 defaults
+    include_default_templates: bool = True
+    prompt_rule: str = "top_k"  # top_k | all
+    prompt_keep: int = 8
+    prompt_max_clips: int = 0  # 0: all clips of the split
+    # fine-tuning
+    finetune_epochs: float = 3.0
+    finetune_max_steps: int = 0
+    finetune_warmup_epochs: float = 0.5
+    finetune_batch_size: int = 16
+    finetune_lr: float = 1e-4
+    few_shot: int = 0  # K clips per class (0: all)
+    finetune_loss: str = "kl"  # kl (ActionCLIP) | infonce
+    # evaluation
+    eval_num_clips: int = 1  # temporal views per video
+    eval_num_crops: int = 1  # spatial crops per view (1 or 3)
+    eval_batch_size: int = 16
+    # registry
+    registry_name: str = "actionclip"
+    promotion_metric: str = "top1"
+    promotion_margin: float = 0.0  # champion moves when metric > champion's + margin
+    # runtime
+    experiment: str = "actionclip"  # MLflow experiment
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 2  # DataLoader workers per stage
+    work_root: str = ""  # shared folder for resumable stage checkpoints ("": per-task temporary folders)
+    pretrain_overrides: dict = field(default_factory=dict)  # other PretrainConfig fields
+    prompt_overrides: dict = field(default_factory=dict)
+    finetune_overrides: dict = field(default_factory=dict)
+    eval_overrides: dict = field(default_factory=dict)
+
+
+def param_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(PipelineParams))
+
+
+def defaults() -> dict[str, Any]:
+    """Parameter name -> default value."""
+    return dataclasses.asdict(PipelineParams())
+
+
+def help_text(name: str) -> str:
+    """The trailing comment of a field, read from this file's source (shown by ``--help``)."""
+    import inspect
+
+    for line in inspect.getsource(PipelineParams).splitlines():
+        stripped = line.strip()
+        if stripped.startswith(f"{name}:") and "#" in stripped:
+            return stripped.split("#", 1)[1].strip()
+    return ""
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Convert a command-line string to the parameter's type (lists: comma-separated; dicts: JSON)."""
+    types = {f.name: f.type for f in param_fields()}
+    if name not in types:
+        import difflib
+
+        close = difflib.get_close_matches(name, types, n=1)
+        raise ConfigError(f"unknown pipeline parameter {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    tp = str(types[name])
+    try:
+        if tp == "bool":
+            low = text.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+        if tp == "int":
+            return int(text)
+        if tp == "float":
+            return float(text)
+        if tp.startswith("list"):
+            return [v for v in (s.strip() for s in text.split(",")) if v]
+        if tp == "dict":
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+    except (ValueError, json.JSONDecodeError):
+        raise ConfigError(f"pipeline parameter {name!r} expects {tp}, got {text!r}") from None
+    return text

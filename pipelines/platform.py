@@ -1,0 +1,89 @@
+"""Kubernetes settings of the pipeline's tasks (GPUs, resources, volumes, credentials, retries, timeouts, caching).
+
+These are compile-time settings (KFP cannot take accelerator types, secret names or volume names from pipeline
+parameters), applied with kfp-kubernetes. ``kfp.local`` ignores every one of them except environment variables,
+which this module never sets, so the same pipeline runs locally and compiles for a cluster.
+
+Names shared with ``manifests/`` (keep them in sync):
+    PVC ``actionclip-data`` mounted at ``/data`` (videos, synthetic clips, resumable checkpoints);
+    ConfigMap ``actionclip-pipeline-env``: MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL;
+    Secret ``actionclip-s3-credentials``: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY;
+    Secret ``actionclip-mlflow-auth`` (optional): MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# Task kinds: "gpu" stages train or run the model over many clips; "data" probes videos (CPU-bound); "light" only
+# talks to MLflow.
+GPU, DATA, LIGHT = "gpu", "data", "light"
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """Everything the compiled pipeline asks of the cluster. Defaults suit a single-GPU-per-task cluster."""
+
+    gpu_type: str = "nvidia.com/gpu"  # extended resource name (accelerator type) requested by GPU stages
+    gpus: int = 1  # GPUs per GPU stage (limits only, as Kubernetes requires)
+    gpu_toleration: bool = True  # tolerate the usual `nvidia.com/gpu:NoSchedule` taint of GPU nodes
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    shm_size: str = "8Gi"  # memory-backed /dev/shm for DataLoader workers on GPU stages
+    cpu_request: dict[str, str] = field(default_factory=lambda: {GPU: "4", DATA: "2", LIGHT: "500m"})
+    memory_request: dict[str, str] = field(default_factory=lambda: {GPU: "16Gi", DATA: "4Gi", LIGHT: "1Gi"})
+    memory_limit: dict[str, str] = field(default_factory=lambda: {GPU: "48Gi", DATA: "8Gi", LIGHT: "4Gi"})
+    pvc_name: str = "actionclip-data"  # ReadWriteMany claim holding the videos (and synthetic clips, checkpoints)
+    data_mount: str = "/data"
+    config_map: str = "actionclip-pipeline-env"
+    config_map_keys: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL")
+    s3_secret: str = "actionclip-s3-credentials"
+    s3_secret_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    mlflow_secret: str = "actionclip-mlflow-auth"  # optional: only for a tracking server with basic auth
+    mlflow_secret_keys: tuple[str, ...] = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    retries: int = 2  # GPU stages: preemptions and flaky nodes are retried (training resumes from checkpoints)
+    backoff: str = "60s"
+    backoff_factor: float = 2.0
+    backoff_max: str = "1800s"
+    timeout_s: dict[str, int] = field(default_factory=lambda: {GPU: 24 * 3600, DATA: 4 * 3600, LIGHT: 1800})
+
+    def with_overrides(self, **changes: Any) -> "PlatformSettings":
+        """A copy with some fields changed (unknown names raise ``TypeError``)."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"unknown platform setting(s): {', '.join(unknown)}")
+        return type(self)(**{**{n: getattr(self, n) for n in names}, **changes})
+
+
+def apply(task: Any, kind: str, settings: PlatformSettings, *, cache: bool = True) -> Any:
+    """Apply the settings for a task of ``kind`` (GPU, DATA or LIGHT); returns the task."""
+    from kfp import kubernetes
+
+    task.set_cpu_request(settings.cpu_request[kind])
+    task.set_memory_request(settings.memory_request[kind])
+    task.set_memory_limit(settings.memory_limit[kind])
+    kubernetes.mount_pvc(task, pvc_name=settings.pvc_name, mount_path=settings.data_mount)
+    kubernetes.use_config_map_as_env(
+        task, config_map_name=settings.config_map, config_map_key_to_env={k: k for k in settings.config_map_keys}
+    )
+    kubernetes.use_secret_as_env(
+        task, secret_name=settings.s3_secret, secret_key_to_env={k: k for k in settings.s3_secret_keys}
+    )
+    kubernetes.use_secret_as_env(
+        task, secret_name=settings.mlflow_secret, secret_key_to_env={k: k for k in settings.mlflow_secret_keys},
+        optional=True,
+    )
+    kubernetes.set_timeout(task, settings.timeout_s[kind])
+    if kind == GPU:
+        task.set_accelerator_type(settings.gpu_type)
+        task.set_accelerator_limit(settings.gpus)
+        if settings.gpu_toleration:
+            kubernetes.add_toleration(task, key=settings.gpu_type, operator="Exists", effect="NoSchedule")
+        for key, value in settings.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=settings.shm_size)
+        task.set_retry(num_retries=settings.retries, backoff_duration=settings.backoff,
+                       backoff_factor=settings.backoff_factor, backoff_max_duration=settings.backoff_max)
+    task.set_caching_options(cache)
+    return task
