@@ -58,7 +58,14 @@ def _short_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[-1] if text else type(exc).__name__
     line = re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", line)
-    return line[:200] or type(exc).__name__
+    # decord's own "Error reading <path>..." says nothing new; ffmpeg's reason, when present, follows the dots
+    tail = re.sub(r"^Error reading .*?\.\.\.", "", line).strip()
+    tail = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", tail)  # "[mov,mp4,... @ 0x55..] moov atom not found"
+    if not tail:
+        return "unrecognised or corrupt video data"
+    if "av_read_frame failed" in tail:  # ffmpeg AVERROR_INVALIDDATA / EOF while reading packets
+        return "truncated or corrupt video stream, av_read_frame failed"
+    return tail[:200]
 
 
 _decord_quiet = False
