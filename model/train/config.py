@@ -23,6 +23,7 @@ C = TypeVar("C", bound="StageConfig")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 FINETUNE_LOSSES = ("kl", "infonce")
+PRETRAIN_LOSSES = ("clip", "kl")
 PROMPT_RULES = ("top_k", "all")
 TOWERS = ("image", "text", "fusion")
 
@@ -160,12 +161,14 @@ class PretrainConfig(TrainingConfig):
     epochs: float = 0.0
     num_frames: int = 0  # override the checkpoint's frame count (0: keep)
     fusion: str = ""  # override the fusion module: meanP, Transf, Conv1D, LSTM, Transf_cls ("" keeps)
-    split: str = "train"  # manifest split whose captions are used
+    split: list[str] = field(default_factory=lambda: ["pretrain", "train"])  # splits whose clips/captions are used
     caption_template: str = "a video of {}"  # text for clips without a caption (label substituted)
+    loss: str = "clip"  # clip: symmetric InfoNCE, diagonal targets; kl: identical captions count as positives
 
     def validate(self) -> None:
         super().validate()
         _at_least(self, "num_frames", 0)
+        _choice(self, "loss", PRETRAIN_LOSSES)
         if self.epochs > 0 and not self.data:
             raise ConfigError("pretrain config: epochs > 0 needs a prepared dataset (--data)")
         if "{}" not in self.caption_template:

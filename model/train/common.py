@@ -1,0 +1,85 @@
+"""Small pieces every stage uses: seeding, dataset splits, metrics files, the stage's tracked lifetime."""
+from __future__ import annotations
+
+import json
+import math
+import random
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from actionclip.errors import ConfigError
+from actionclip.train.tracking import NullTracker, log_stage_start, open_tracker
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def load_dataset(path: str):
+    """``PreparedDataset`` at ``path`` (a one-line ``DatasetError`` if it is not one)."""
+    from actionclip.data import PreparedDataset
+
+    if not path:
+        raise ConfigError("no prepared dataset given (--data DIR)")
+    return PreparedDataset.load(path)
+
+
+def split_rows(ds: Any, split: str | Sequence[str], labels: Sequence[str] | None = None,
+               require: bool = True) -> list[dict]:
+    """Rows of ``split`` whose label is in ``labels`` (all rows when ``labels`` is None)."""
+    try:
+        rows = ds.rows(split)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if labels is not None:
+        wanted = set(labels)
+        rows = [r for r in rows if r.get("label") in wanted]
+    if require and not rows:
+        raise ConfigError(f"split {split!r} of {ds.root} has no usable clips")
+    return rows
+
+
+def jsonable(x: Any) -> Any:
+    """Floats that JSON can hold (NaN/inf -> None), recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a metrics dict (what goes to MLflow and ``StageResult.metrics``)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+@contextmanager
+def tracked_stage(cfg: Any, is_main: bool = True, dataset_hash: str | None = None, run_id: str | None = None,
+                  extra_params: dict[str, Any] | None = None) -> Iterator[NullTracker]:
+    """Open the stage's MLflow run, log its config/system info/dataset hash, and close it FINISHED or FAILED."""
+    tracker = open_tracker(cfg, is_main, run_id=run_id)
+    try:
+        log_stage_start(tracker, cfg, dataset_hash, extra_params)
+        yield tracker
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")

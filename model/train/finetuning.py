@@ -1,0 +1,85 @@
+"""The fine-tune stage: ActionCLIP's end-to-end training on labelled clips.
+
+Each clip is paired with one prompt: a template drawn per clip (from the prompt artifact's kept templates, else
+ActionCLIP's 16) filled with its label. Loss "kl" is ActionCLIP's symmetric KL against softmax(10 G) (G: same-label
+pairs); "infonce" is MMAction2's diagonal InfoNCE. Validation after each epoch scores the val split with the same
+templates (ActionCLIP scoring, one view).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from actionclip.errors import ConfigError
+from actionclip.train.common import load_dataset, split_rows
+from actionclip.train.config import FinetuneConfig
+from actionclip.train.data import few_shot_rows, fill_template, pick_templates
+from actionclip.train.distributed import DistEnv
+from actionclip.train.result import StageResult
+from actionclip.train.runner import run_training_stage
+from actionclip.train.trainer import TrainingJob
+
+
+def read_prompt_templates(path: str) -> list[str]:
+    """Templates kept by the prompt stage (``prompt.json``), or ActionCLIP's 16 when ``path`` is empty."""
+    from actionclip import TEMPLATES
+
+    if not path:
+        return list(TEMPLATES)
+    p = Path(path)
+    if p.is_dir():
+        p = p / "prompt.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read prompt artifact {p}: {exc}") from None
+    templates = data.get("templates") if isinstance(data, dict) else None
+    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise ConfigError(f"prompt artifact {p} has no usable 'templates' list (strings with '{{}}')")
+    return templates
+
+
+def finetune(cfg: FinetuneConfig) -> StageResult:
+    """Fine-tune ``cfg.model`` on the train split of ``cfg.data``; outputs under ``cfg.out_dir`` (see ARCHITECTURE)."""
+    from actionclip import load
+
+    cfg.validate()
+    ds = load_dataset(cfg.data)
+    rows = split_rows(ds, "train", ds.labels)
+    if cfg.few_shot:
+        rows = few_shot_rows(rows, cfg.few_shot, cfg.seed)
+    val_rows = split_rows(ds, cfg.val_split, ds.labels, require=False) if cfg.val_every else []
+    templates = read_prompt_templates(cfg.prompt)
+    labels = list(ds.labels)
+
+    def make_job(model: nn.Module, env: DistEnv) -> TrainingJob:
+        from actionclip.data import VideoClipDataset
+
+        dataset = VideoClipDataset(rows, labels, model.num_frames, model.image_size,
+                                   mode="train" if cfg.augment else "test")
+
+        def texts(batch: dict, epoch: int) -> tuple[list[str], torch.Tensor]:
+            label_idx = torch.as_tensor(batch["label"]).long()
+            chosen = pick_templates(templates, cfg.seed, epoch, torch.as_tensor(batch["index"]).tolist())
+            return [fill_template(t, labels[i]) for t, i in zip(chosen, label_idx.tolist())], label_idx
+
+        validate = None
+        if val_rows:
+            from actionclip.train.metrics import classification_metrics
+            from actionclip.train.scoring import encode_clips, eval_loader, prompt_bank, view_scores
+
+            loader = eval_loader(val_rows, labels, model, cfg.batch_size, cfg.num_workers)
+
+            def validate(m: nn.Module) -> dict[str, float]:
+                feats, y, _ = encode_clips(m, loader, env.device, cfg.precision)
+                res = classification_metrics(view_scores(feats, prompt_bank(m, labels, templates)), y, labels)
+                return {"val_top1": res["top1"], "val_top5": res["top5"], "val_mean_class_acc": res["mean_class_acc"]}
+
+        return TrainingJob(dataset=dataset, texts=texts, loss=cfg.loss, validate=validate)
+
+    extra = {"train_clips": len(rows), "val_clips": len(val_rows), "num_classes": len(labels),
+             "templates": templates}
+    return run_training_stage(cfg, lambda: load(cfg.model), make_job, ds.dataset_hash, extra)
