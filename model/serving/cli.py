@@ -129,7 +129,6 @@ def _predict_checkpoint(path: str, rows: list[dict[str, Any]], int8: bool) -> li
 
 
 def _predict_registered(uri: str, rows: list[dict[str, Any]], int8: bool, tracking_uri: str | None):
-    import pandas as pd
     from mlflow.exceptions import MlflowException
 
     import mlflow
@@ -147,7 +146,7 @@ def _predict_registered(uri: str, rows: list[dict[str, Any]], int8: bool, tracki
     out: list[dict[str, Any]] = []
     for chunk in _batches(rows, ServingLimits().with_env().max_videos):
         try:
-            out += list(model.predict(pd.DataFrame(chunk)))
+            out += list(model.predict(chunk))
         except MlflowException as exc:
             raise ServingInputError(exc.message.splitlines()[0]) from None
     return out

@@ -1,8 +1,9 @@
 """Log an ActionCLIP model directory as an MLflow models-from-code pyfunc.
 
-Artifacts: model.safetensors + config.json (weights, no pickle), labels.txt, prompt.json. The signature is a
-column schema (one row per video); the input example is a tiny real clip, base64-encoded, so MLflow can check at log
-time that the model loads and answers, and ``serving_input_example.json`` shows users the request format.
+Artifacts: model.safetensors + config.json (weights, no pickle), labels.txt, prompt.json. The signature comes from
+the type hints of ``ActionCLIPPyfunc.predict`` (a list of request objects, see pyfunc_model.py); the input example is
+a tiny real clip, base64-encoded, so MLflow checks at log time that the model loads and answers, and
+``serving_input_example.json`` shows users the request format.
 """
 from __future__ import annotations
 
@@ -44,26 +45,6 @@ def pip_requirements() -> list[str]:
             continue
         reqs.append(f"{dist}=={version.split('+')[0]}")  # drop local tags such as +cu130: pip cannot resolve them
     return reqs
-
-
-def signature():
-    """Input: one row per video; output: top-k labels/probabilities (+ every label's probability on request)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Map, Schema
-
-    inputs = Schema([
-        ColSpec("string", "video"),
-        ColSpec(Array("string"), "labels", required=False),
-        ColSpec(Array("string"), "templates", required=False),
-        ColSpec("long", "top_k", required=False),
-        ColSpec("boolean", "return_all", required=False),
-    ])
-    outputs = Schema([
-        ColSpec(Array("string"), "labels"),
-        ColSpec(Array("double"), "probs"),
-        ColSpec(Map("double"), "all_probs", required=False),
-    ])
-    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def example_clip_bytes(frames: int = 8, size: int = 32) -> bytes:
@@ -148,16 +129,13 @@ def log_pyfunc(
     model_config = {"int8": bool(int8), **(limits or ServingLimits()).to_dict()}
     with tempfile.TemporaryDirectory(prefix="actionclip-pyfunc-") as tmp:
         artifacts = stage_artifacts(model_dir, labels, prompt, tmp)
-        import pandas as pd
-
         example_labels = read_label_file(artifacts["labels"])[:2]
-        example = pd.DataFrame([{"video": encode_base64(example_clip_bytes()), "labels": example_labels, "top_k": 1}])
+        example = [{"video": encode_base64(example_clip_bytes()), "labels": example_labels, "top_k": 1}]
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),
             artifacts=artifacts,
             model_config=model_config,
-            signature=signature(),
             input_example=example,
             pip_requirements=pip_requirements(),
             params=dict(params) if params else None,

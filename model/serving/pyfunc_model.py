@@ -9,14 +9,33 @@ Artifacts (see ``actionclip.serving.packaging``): ``weights`` (model.safetensors
 from __future__ import annotations
 
 import os
+from typing import Any, Optional
 
 import mlflow
+import pydantic
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 
+class VideoRequest(pydantic.BaseModel):
+    """One request row. The type hint below is the model signature: MLflow validates every row against it
+    (strictly, and ``extra="forbid"`` turns an unknown or misspelt field into a 400 instead of silently dropping it).
+    Semantic checks (limits, templates, decoding) happen in ``actionclip.serving.requests``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    video: str                              # local path, file:// URI, data: URI or base64 of the file's bytes
+    labels: Optional[list[str]] = None      # default: the model's label list
+    templates: Optional[list[str]] = None   # default: the model's prompt templates
+    top_k: Optional[int] = None             # default 5
+    return_all: Optional[bool] = None       # also return every label's probability
+
+
 class ActionCLIPPyfunc(mlflow.pyfunc.PythonModel):
-    """Rows ``{video, labels?, templates?, top_k?, return_all?}`` -> ``{labels, probs, all_probs?}`` per row."""
+    """Rows ``{video, labels?, templates?, top_k?, return_all?}`` -> ``{labels, probs, all_probs?}`` per row.
+
+    Over REST: ``POST /invocations`` with ``{"inputs": [{"video": ...}, ...]}``.
+    """
 
     def load_context(self, context) -> None:
         from actionclip.serving.limits import ServingLimits
@@ -36,12 +55,13 @@ class ActionCLIPPyfunc(mlflow.pyfunc.PythonModel):
             limits=self.limits,
         )
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, model_input: list[VideoRequest], params=None) -> list[dict[str, Any]]:
         from actionclip.errors import ActionCLIPError
         from actionclip.serving.requests import parse_requests
 
+        rows = [r.model_dump() if isinstance(r, pydantic.BaseModel) else r for r in model_input]
         try:
-            requests = parse_requests(model_input, self.limits)
+            requests = parse_requests(rows, self.limits)
             predictions = self.predictor.predict(requests)
         except ActionCLIPError as exc:
             # INVALID_PARAMETER_VALUE is what the scoring server maps to HTTP 400 (a client error, not a 500).

@@ -209,9 +209,10 @@ def _b64decode(payload: str, limits: ServingLimits, where: str) -> bytes:
             f"{where}: video is too large: about {len(compact) * 3 // 4} bytes > {limits.max_video_bytes}"
         )
     try:
+        padded = compact + "=" * (-len(compact) % 4)  # clients often strip the padding
         if "-" in compact or "_" in compact:
-            return base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
-        return base64.b64decode(compact, validate=True)
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
         raise ServingInputError(f"{where}: 'video' is not valid base64") from None
 
