@@ -1,0 +1,223 @@
+"""Unit tests of the training building blocks: configs, losses, schedule, sampler, checkpoints, metrics.
+No videos and no MLflow here (see test_train_stages.py for the stages end to end)."""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from actionclip.errors import CheckpointError, ConfigError
+from actionclip.train import EvaluateConfig, FinetuneConfig, PretrainConfig, PromptConfig
+from actionclip.train import checkpointing as ckpt
+from actionclip.train.data import RankBatchSampler, SeededClips, few_shot_rows, pick_templates
+from actionclip.train.losses import actionclip_kl_loss, gather_features, infonce_loss, same_label_matrix
+from actionclip.train.metrics import classification_metrics
+from actionclip.train.schedule import WarmupCosine, lr_factor
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+def test_config_from_yaml_json_and_overrides(tmp_path):
+    y = tmp_path / "ft.yaml"
+    y.write_text("data: /d\nepochs: 3\nfreeze: [image]\nlr: 1.0e-4\naugment: false\n")
+    cfg = FinetuneConfig.from_file(y, {"epochs": "5"})
+    assert (cfg.data, cfg.epochs, cfg.freeze, cfg.lr, cfg.augment) == ("/d", 5.0, ["image"], 1e-4, False)
+    j = tmp_path / "ev.json"
+    j.write_text('{"data": "/d", "num_crops": 3}')
+    assert EvaluateConfig.from_file(j).num_crops == 3
+    d = cfg.to_dict()
+    assert d["stage"] == "finetune" and FinetuneConfig.from_dict({k: v for k, v in d.items() if k != "stage"}) == cfg
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"data": "d", "learning_rate": 1}, "unknown finetune config key"),
+    ({"data": "d", "lr": "fast"}, "'lr' must be float"),
+    ({"data": "d", "loss": "mse"}, "loss must be one of"),
+    ({"data": "d", "freeze": ["legs"]}, "freeze accepts"),
+    ({"data": "d", "batch_size": 0}, "batch_size must be > 0"),
+    ({"epochs": 2}, "a prepared dataset is required"),
+])
+def test_config_rejects_bad_values(values, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        FinetuneConfig.from_dict(values)
+
+
+def test_config_unknown_key_suggests_and_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'keep'"):
+        PromptConfig.from_dict({"kep": 3})
+    with pytest.raises(ConfigError, match="not found"):
+        PromptConfig.from_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        PromptConfig.from_file(bad)
+    with pytest.raises(ConfigError, match="needs a prepared dataset"):
+        PretrainConfig.from_dict({"epochs": 1})
+    with pytest.raises(ConfigError, match="'{}'"):
+        PromptConfig.from_dict({"templates": ["no placeholder"]})
+
+
+def test_cli_flags_cover_every_field_and_override_the_file(tmp_path):
+    from actionclip.train import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    for stage, cls in (("pretrain", PretrainConfig), ("finetune", FinetuneConfig)):
+        # every field is settable from the command line
+        actions = {a.dest for a in parser._subparsers._group_actions[0].choices[stage]._actions}
+        assert set(cls.field_types()) <= actions
+    y = tmp_path / "c.yaml"
+    y.write_text("data: /d\nlr: 0.5\nseed: 3\n")
+    args = parser.parse_args(["finetune", "--config", str(y), "--lr", "0.25", "--no-augment",
+                              "--freeze", "image", "text", "--betas", "0.8", "0.9"])
+    cfg = cli.config_from_args(args)
+    assert (cfg.lr, cfg.seed, cfg.augment, cfg.freeze, cfg.betas) == (0.25, 3, False, ["image", "text"], [0.8, 0.9])
+
+
+# ---------------------------------------------------------------------------------------------------------- losses
+def test_kl_loss_matches_the_definition():
+    torch.manual_seed(0)
+    v, t = F.normalize(torch.randn(6, 16), dim=-1), F.normalize(torch.randn(6, 16), dim=-1)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    s = 37.0
+    logits = s * v @ t.T
+    q = torch.softmax(10 * same_label_matrix(labels), dim=1)
+
+    def kl_rows(pred):  # (1/N) sum_i KL(q_i || softmax(pred_i))
+        return (q * (q.log() - torch.log_softmax(pred, dim=1))).sum(1).mean()
+
+    expected = 0.5 * (kl_rows(logits) + kl_rows(logits.T))
+    assert torch.allclose(actionclip_kl_loss(v, t, labels, s), expected, atol=1e-6)
+    # same-label pairs are positives: a perfect same-label similarity structure beats a diagonal-only one
+    assert same_label_matrix(labels).sum() == 6 + 2 * 3 + 2
+
+
+def test_infonce_matches_cross_entropy_and_prefers_aligned_pairs():
+    torch.manual_seed(1)
+    v = F.normalize(torch.randn(5, 8), dim=-1)
+    aligned = infonce_loss(v, v, 20.0)
+    shuffled = infonce_loss(v, v[torch.tensor([1, 2, 3, 4, 0])], 20.0)
+    logits = 20.0 * v @ v.T
+    ce = F.cross_entropy(logits, torch.arange(5))
+    assert torch.allclose(aligned, ce, atol=1e-6)  # symmetric logits: both directions equal
+    assert aligned < shuffled
+
+
+def test_gather_without_process_group_is_identity():
+    x = torch.randn(3, 4, requires_grad=True)
+    assert gather_features(x) is x
+
+
+# -------------------------------------------------------------------------------------------------------- schedule
+def test_warmup_cosine_by_fractional_epoch():
+    assert lr_factor(0.0, 5, 50) == 0.0
+    assert lr_factor(2.5, 5, 50) == pytest.approx(0.5)
+    assert lr_factor(5.0, 5, 50) == pytest.approx(1.0)
+    assert lr_factor(27.5, 5, 50) == pytest.approx(0.5)
+    assert lr_factor(50.0, 5, 50) == pytest.approx(0.0, abs=1e-12)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [p], "lr": 1e-3}])
+    sched = WarmupCosine(opt, warmup_epochs=1, total_epochs=3, steps_per_epoch=4)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(12):
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == 0 and lrs[2] == pytest.approx(5e-4) and lrs[4] == pytest.approx(1e-3)
+    assert lrs[8] == pytest.approx(5e-4) and lrs[12] == pytest.approx(0, abs=1e-12)
+    state = sched.state_dict()
+    sched2 = WarmupCosine(torch.optim.AdamW([{"params": [p], "lr": 1e-3}]), 1, 3, 4)
+    sched2.load_state_dict({**state, "step_count": 2})
+    assert sched2.get_last_lr()[0] == pytest.approx(5e-4)
+
+
+# --------------------------------------------------------------------------------------------------------- sampler
+def test_rank_slices_concatenate_to_the_single_process_batches():
+    one = list(RankBatchSampler(23, 6, seed=4))
+    r0 = list(RankBatchSampler(23, 6, rank=0, world_size=2, seed=4))
+    r1 = list(RankBatchSampler(23, 6, rank=1, world_size=2, seed=4))
+    assert len(one) == 3 and all(len(b) == 6 for b in one)
+    assert [a + b for a, b in zip(r0, r1)] == one
+    s = RankBatchSampler(23, 6, seed=4)
+    s.set_epoch(0, start_batch=2)
+    assert list(s) == one[2:]
+    s.set_epoch(1)
+    assert list(s) != one  # a new shuffle each epoch
+    with pytest.raises(ConfigError):
+        RankBatchSampler(10, 3, world_size=2)
+
+
+def test_seeded_items_do_not_depend_on_rng_state_and_keep_it():
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.rand(2) + i, "y": random.random(), "z": np.random.rand()}
+
+    ds = SeededClips(Noisy(), seed=7)
+    torch.manual_seed(123)
+    a = ds[2]
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    torch.rand(5)
+    b = ds[2]
+    assert torch.equal(a["x"], b["x"]) and a["y"] == b["y"] and a["z"] == b["z"] and a["index"] == 2
+    torch.manual_seed(123)
+    ds[2]
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG stream is untouched
+    ds.epoch = 1
+    assert not torch.equal(ds[2]["x"], a["x"])
+
+
+def test_few_shot_and_template_draws_are_seeded():
+    rows = [{"label": l, "path": f"{l}{i}"} for l in "abc" for i in range(5)]
+    k2 = few_shot_rows(rows, 2, seed=0)
+    assert sorted(r["label"] for r in k2) == ["a", "a", "b", "b", "c", "c"]
+    assert k2 == few_shot_rows(rows, 2, seed=0) and few_shot_rows(rows, 9, 0) == rows
+    t = pick_templates(["x {}", "y {}", "z {}"], 0, 0, range(30))
+    assert t == pick_templates(["x {}", "y {}", "z {}"], 0, 0, range(30)) and len(set(t)) == 3
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoint
+def test_checkpoint_roundtrip_is_atomic_weights_only_and_pruned(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    for step in (1, 2, 3):
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": ckpt.capture_rng(),
+                 "progress": {"epoch": 0, "batch_in_epoch": step, "global_step": step}, "run_id": None,
+                 "config": {"seed": 0, "betas": [0.9, 0.98]}, "history": {"steps": [{"loss": 1.0}]}}
+        ckpt.save_checkpoint(tmp_path, state, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000002.pt", "step-00000003.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    loaded = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))
+    ckpt.restore_rng(loaded["rng"])
+    again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(again[0], expected[0]) and again[1:] == expected[1:]
+    torch.testing.assert_close(loaded["model"]["weight"], model.weight.detach())
+    opt2 = torch.optim.AdamW(model.parameters())
+    opt2.load_state_dict(loaded["optimizer"])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        ckpt.load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an actionclip training checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "other.pt")
+
+
+# --------------------------------------------------------------------------------------------------------- metrics
+def test_classification_metrics():
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
+    labels = torch.tensor([0, 1, 1, 0])
+    m = classification_metrics(probs, labels, ["a", "b", "c"])
+    assert m["top1"] == 0.5 and m["n"] == 4
+    assert m["per_class"] == {"a": 0.5, "b": 0.5}
+    assert m["mean_class_acc"] == 0.5
+    assert m["confusion"] == [[1, 0, 1], [1, 1, 0], [0, 0, 0]]
+    assert m["top5"] == 1.0 and not math.isnan(m["top5"])
