@@ -134,6 +134,8 @@ class TestTransform:
     centre along the longer side, MMAction2 ``ThreeCrop``).
     """
 
+    __test__ = False  # the name starts with "Test": keep pytest from trying to collect it
+
     size: int = 224
     num_crops: int = 1
     interpolation: str = "bilinear"  # MMAction2 uses bilinear; original ActionCLIP used PIL bicubic
