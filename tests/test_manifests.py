@@ -39,9 +39,10 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH:
 
 # kustomization roots, relative to manifests/
 LOCAL, GPU, FINETUNE = "overlays/local", "overlays/gpu", "finetune"
-ROOTS = (LOCAL, GPU, FINETUNE)
-# the fine-tune job is applied into a cluster set up by an overlay; it shares that overlay's namespace
-CLUSTERS = {"local": (LOCAL,), "gpu": (GPU, FINETUNE)}
+LOCAL_SERVING, GPU_SERVING = "overlays/local/serving", "overlays/gpu/serving"
+ROOTS = (LOCAL, LOCAL_SERVING, GPU, GPU_SERVING, FINETUNE)
+# what gets applied to one cluster: the overlay, then its serving (once a champion exists), then jobs
+CLUSTERS = {"local": (LOCAL, LOCAL_SERVING), "gpu": (GPU, GPU_SERVING, FINETUNE)}
 CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "PyTorchJob"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ServingRuntime"}
@@ -187,13 +188,18 @@ def container_env(container: dict[str, Any], objs: list[dict[str, Any]]) -> dict
 
 # --------------------------------------------------------------------------------------------------- rendering
 def test_every_kustomization_renders_with_its_parts(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    local, gpu, ft = rendered[LOCAL], rendered[GPU], rendered[FINETUNE]
+    local, gpu, ft = cluster_objects(rendered, "local"), cluster_objects(rendered, "gpu"), rendered[FINETUNE]
     for objs in (local, gpu):
         for kind, name in [("Deployment", "mlflow"), ("Service", "mlflow"), ("StatefulSet", "postgres"),
                            ("Service", "postgres"), ("NetworkPolicy", "postgres-from-mlflow-only"),
                            ("Namespace", "actionclip")]:
             one(objs, kind, name)
         assert {o["metadata"].get("namespace", "actionclip") for o in objs} == {"actionclip"}
+    # the platform renders without a model (no model.env needed before the first champion exists)
+    assert not find(rendered[LOCAL], "Deployment", "actionclip-serving")
+    assert not find(rendered[GPU], "InferenceService")
+    for root in (LOCAL_SERVING, GPU_SERVING, FINETUNE):
+        assert not find(rendered[root], "Namespace") and not find(rendered[root], "Secret")
     # local: in-cluster MinIO, Deployment-based serving, no KServe
     one(local, "Deployment", "minio")
     one(local, "Deployment", "actionclip-serving")
@@ -259,7 +265,7 @@ def validate_pod(spec: dict[str, Any], metadata: dict[str, Any] | None = None) -
 
 
 def test_serving_runtime_structure(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    sr = one(rendered[GPU], "ServingRuntime", "actionclip-mlflow")
+    sr = one(rendered[GPU_SERVING], "ServingRuntime", "actionclip-mlflow")
     assert sr["apiVersion"] == "serving.kserve.io/v1alpha1"
     spec = sr["spec"]
     assert set(spec) <= SERVING_RUNTIME_FIELDS, set(spec) - SERVING_RUNTIME_FIELDS
@@ -278,7 +284,7 @@ def test_serving_runtime_structure(rendered: dict[str, list[dict[str, Any]]]) ->
 
 
 def test_inference_service_structure(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objs = rendered[GPU]
+    objs = cluster_objects(rendered, "gpu")
     isvc = one(objs, "InferenceService", "actionclip")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert set(isvc["spec"]) == {"predictor"}
@@ -656,7 +662,7 @@ def test_mlflow_server_command_and_settings(rendered: dict[str, list[dict[str, A
 def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str, Any]]], mlflow_cli,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     serve = mlflow_cli.commands["models"].commands["serve"]
-    local = rendered[LOCAL]
+    local = cluster_objects(rendered, "local")
     (c,) = one(local, "Deployment", "actionclip-serving")["spec"]["template"]["spec"]["containers"]
     env = container_env(c, local)
     cmd = [expand(a, env) for a in c["command"] + c.get("args", [])]
@@ -669,7 +675,7 @@ def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str
     # mlflow-artifacts:/ locations download through the tracking server
     assert env["MLFLOW_TRACKING_URI"] == one(local, "ConfigMap", "actionclip-pipeline-env")["data"]["MLFLOW_TRACKING_URI"]
 
-    gpu = rendered[GPU]
+    gpu = rendered[GPU_SERVING]
     pod = kserve_pod(one(gpu, "InferenceService", "actionclip"), find(gpu, "ServingRuntime"))
     main = next(c for c in pod.spec["containers"] if c["name"] == "kserve-container")
     cmd = main["command"] + main.get("args", [])
@@ -718,13 +724,13 @@ def test_model_uri_comes_from_the_registry(tmp_path: Path, monkeypatch: pytest.M
     assert uri == "s3://actionclip-mlflow-artifacts/1/models/m-c4a/artifacts"
 
     work = copy_with_examples(tmp_path / "manifests")
-    for root in (LOCAL, GPU):
+    for root in (LOCAL_SERVING, GPU_SERVING):
         (work / root / "model.env").write_text(f"MODEL_URI={uri}\n", encoding="utf-8")
-    local, gpu = render(work / LOCAL), render(work / GPU)
+    local, gpu = render(work / LOCAL_SERVING), render(work / GPU_SERVING)
     (c,) = one(local, "Deployment", "actionclip-serving")["spec"]["template"]["spec"]["containers"]
     ref = next(e for e in c["env"] if e["name"] == "MODEL_URI")["valueFrom"]["configMapKeyRef"]
     assert one(local, "ConfigMap", ref["name"])["data"][ref["key"]] == uri
     assert one(gpu, "InferenceService", "actionclip")["spec"]["predictor"]["model"]["storageUri"] == uri
     # a new champion changes the ConfigMap's name, which rolls the serving Deployment
-    assert ref["name"] != generated(render(copy_with_examples(tmp_path / "examples") / LOCAL), "ConfigMap",
+    assert ref["name"] != generated(render(copy_with_examples(tmp_path / "examples") / LOCAL_SERVING), "ConfigMap",
                                     "actionclip-model")["metadata"]["name"]
