@@ -57,7 +57,7 @@ def run_training_stage(
             if path is not None:
                 state = ckpt.load_checkpoint(path)
                 check_resumable(cfg, state, path)
-                if env.is_main and not cfg.quiet:
+                if env.is_main:  # also in quiet mode: a resume is worth one line in any log
                     import sys
 
                     print(f"resuming from {path} (step {state['progress']['global_step']})", file=sys.stderr)
