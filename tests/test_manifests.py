@@ -734,3 +734,132 @@ def test_model_uri_comes_from_the_registry(tmp_path: Path, monkeypatch: pytest.M
     # a new champion changes the ConfigMap's name, which rolls the serving Deployment
     assert ref["name"] != generated(render(copy_with_examples(tmp_path / "examples") / LOCAL_SERVING), "ConfigMap",
                                     "actionclip-model")["metadata"]["name"]
+
+
+# ------------------------------------------------------------------- the tracking server as deployed, for real
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """A real PostgreSQL server on 127.0.0.1 with the user/password of the committed postgres.env.example and an
+    empty ``mlflow`` database, like the StatefulSet's first start. Yields (port, credentials)."""
+    import os
+    import pwd
+    import tempfile
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl") and shutil.which("createdb")):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    creds = dict(line.split("=", 1) for line in (MANIFESTS / LOCAL / "postgres.env.example").read_text().splitlines()
+                 if line.strip() and not line.startswith("#"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        try:
+            pg_uid = pwd.getpwnam("postgres").pw_uid
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the database as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    # pytest's tmp_path lives under a root-only folder: the database needs one the postgres user can enter
+    base = Path(tempfile.mkdtemp(prefix="actionclip-pg-", dir="/tmp"))
+    if prefix:
+        os.chown(base, pg_uid, -1)
+    (base / "pw").write_text(creds["POSTGRES_PASSWORD"] + "\n")
+    if prefix:
+        os.chown(base / "pw", pg_uid, -1)
+    port = _free_port()
+    run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120)
+    run("initdb", "-D", str(base / "data"), "-U", creds["POSTGRES_USER"], f"--pwfile={base / 'pw'}",
+        "-A", "scram-sha-256")
+    run("pg_ctl", "-D", str(base / "data"), "-l", str(base / "log"), "-w", "start",
+        "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1")
+    try:
+        env = {**os.environ, "PGPASSWORD": creds["POSTGRES_PASSWORD"]}
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", creds["POSTGRES_USER"], "-w", "mlflow"],
+                       check=True, env=env, capture_output=True, timeout=60)
+        yield port, creds
+    finally:
+        subprocess.run([*prefix, "pg_ctl", "-D", str(base / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_tracking_server_runs_from_the_rendered_manifest(rendered: dict[str, list[dict[str, Any]]],
+                                                         postgres: tuple[int, dict[str, str]], tmp_path: Path) -> None:
+    """The local overlay's mlflow Deployment, run here: its init container's `mlflow db upgrade` on an empty
+    Postgres, then its `mlflow server` command with its env (credentials through libpq's PGUSER/PGPASSWORD).
+    Only the Service DNS name, the listen address/port and the artifact destination (MinIO) are swapped for
+    local ones. The lighter test_mlflow_server_command_and_settings covers the same settings without servers."""
+    import os
+    import signal
+    import time
+
+    import requests
+
+    port, creds = postgres
+    objs = rendered[LOCAL]
+    spec = one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    secrets = {"PGUSER": creds["POSTGRES_USER"], "PGPASSWORD": creds["POSTGRES_PASSWORD"],
+               "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"}
+
+    def env_of(container: dict[str, Any]) -> dict[str, str]:
+        env = {k: secrets.get(k, v) for k, v in container_env(container, objs).items()}
+        env["MLFLOW_BACKEND_STORE_URI"] = env["MLFLOW_BACKEND_STORE_URI"].replace("//postgres:5432/",
+                                                                                  f"//127.0.0.1:{port}/")
+        env["MLFLOW_ARTIFACTS_DESTINATION"] = (tmp_path / "artifacts").as_posix()
+        env["HOME"] = tmp_path.as_posix()
+        keep = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PG", "AWS_"))}
+        return {**keep, **env}
+
+    upgrade = next(c for c in spec["initContainers"] if c["name"] == "db-upgrade")
+    env = env_of(upgrade)
+    proc = subprocess.run([expand(a, env) for a in upgrade["command"]], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    (server,) = spec["containers"]
+    env = env_of(server)
+    http = _free_port()
+    cmd = [expand(a, env) for a in server["command"] + server.get("args", [])]
+    cmd[cmd.index("--host") + 1] = "127.0.0.1"
+    cmd[cmd.index("--port") + 1] = str(http)
+    log = (tmp_path / "server.log").open("w")
+    srv = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert srv.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                # as the kubelet probes it: by pod IP, which is not an allowed Host
+                if requests.get(f"{base}/health", headers={"Host": "10.244.0.7:5000"}, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer /health"
+            time.sleep(1)
+        api = f"{base}/api/2.0/mlflow/experiments/search?max_results=5"
+        tracking = urlparse(one(objs, "ConfigMap", "actionclip-pipeline-env")["data"]["MLFLOW_TRACKING_URI"])
+        assert requests.get(api, headers={"Host": tracking.netloc}, timeout=10).status_code == 200
+        assert requests.get(api, headers={"Host": "localhost:5000"}, timeout=10).status_code == 200
+        assert requests.get(api, headers={"Host": "evil.example.com"}, timeout=10).status_code == 403
+        # artifacts are proxied: a new experiment's artifact root is the server's mlflow-artifacts:/ scheme
+        created = requests.post(f"{base}/api/2.0/mlflow/experiments/create", json={"name": "actionclip"},
+                                headers={"Host": tracking.netloc}, timeout=10)
+        assert created.status_code == 200, created.text
+        exp = requests.get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=actionclip",
+                           headers={"Host": tracking.netloc}, timeout=10).json()["experiment"]
+        assert exp["artifact_location"].startswith("mlflow-artifacts:/")
+    finally:
+        os.killpg(srv.pid, signal.SIGTERM)
+        try:
+            srv.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(srv.pid, signal.SIGKILL)
+        log.close()
