@@ -5,19 +5,25 @@ project image (``components.image.IMAGE``) with no ``packages_to_install``: ever
 
     open_run -> prepare_data -> pretrain_model -> select_prompts -> finetune_model -> evaluate_model -> register_model
     close_run (exit handler)
+
+The components are resolved lazily: inside a running task KFP's runtime ``kfp.dsl`` cannot define components, and
+the task bodies import ``components._runtime`` / ``components.report``, which must not drag the definitions in.
 """
 from __future__ import annotations
 
-from components.evaluate import evaluate_model
-from components.finetune import finetune_model
-from components.image import IMAGE
-from components.prepare import prepare_data
-from components.pretrain import pretrain_model
-from components.prompt import select_prompts
-from components.register import register_model
-from components.tracking import close_run, open_run
+import importlib
+from typing import Any
 
-__all__ = [
-    "IMAGE", "open_run", "close_run", "prepare_data", "pretrain_model", "select_prompts", "finetune_model",
-    "evaluate_model", "register_model",
-]
+_MODULES = {
+    "open_run": "tracking", "close_run": "tracking", "prepare_data": "prepare", "pretrain_model": "pretrain",
+    "select_prompts": "prompt", "finetune_model": "finetune", "evaluate_model": "evaluate",
+    "register_model": "register", "IMAGE": "image",
+}
+
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return getattr(importlib.import_module(f"components.{_MODULES[name]}"), name)
+    raise AttributeError(f"module 'components' has no attribute {name!r}")

@@ -17,6 +17,9 @@ from typing import Any, Iterator, Mapping
 
 # One greppable line per failed stage in the task log; `actionclip pipeline run` reads it back to name the cause.
 ERROR_MARKER = "ACTIONCLIP_STAGE_ERROR"
+# One line per stage with the seconds spent in the library call itself (the rest of the task's wall time is the
+# pipeline machinery: process start, imports, artifact I/O); the local runner and the benchmark read it.
+TIME_MARKER = "ACTIONCLIP_STAGE_TIME"
 # MLflow tag that ties the pipeline's parent run to the KFP job (the exit handler finds the run by it).
 JOB_TAG = "kfp.pipeline_job_name"
 
@@ -38,29 +41,52 @@ def stage_errors(stage: str) -> Iterator[None]:
         raise
 
 
-def parse_error_line(line: str) -> dict[str, str] | None:
-    """The record from a marker line written by ``stage_errors``, or None for any other line."""
-    idx = line.find(ERROR_MARKER + " ")
+@contextlib.contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """Print how long the body took as a marked JSON line (only when it succeeds)."""
+    import time
+
+    start = time.perf_counter()
+    yield
+    print(f"{TIME_MARKER} {json.dumps({'stage': stage, 'seconds': round(time.perf_counter() - start, 4)})}", flush=True)
+
+
+def parse_marker(line: str, marker: str) -> dict[str, Any] | None:
+    """The JSON record of a ``marker`` line, or None for any other line."""
+    idx = line.find(marker + " ")
     if idx < 0:
         return None
     try:
-        record = json.loads(line[idx + len(ERROR_MARKER) + 1:].strip())
+        record = json.loads(line[idx + len(marker) + 1:].strip())
     except json.JSONDecodeError:
         return None
-    return record if isinstance(record, dict) and "message" in record else None
+    return record if isinstance(record, dict) else None
 
 
-def work_dir(work_root: str, job_name: str, stage: str) -> Path:
+def parse_error_line(line: str) -> dict[str, str] | None:
+    """The record from a marker line written by ``stage_errors``, or None for any other line."""
+    record = parse_marker(line, ERROR_MARKER)
+    return record if record is not None and "message" in record else None
+
+
+@contextlib.contextmanager
+def work_dir(work_root: str, job_name: str, stage: str) -> Iterator[Path]:
     """Where a stage writes its scratch outputs (checkpoints, logs) before the kept parts are copied to artifacts.
 
     With ``work_root`` on shared storage (a PVC path) the directory is stable per (job, stage), so a KFP retry of
-    the same job resumes from the stage's last checkpoint; without it, a fresh temporary directory.
+    the same job resumes from the stage's last checkpoint, and it is kept. Without it, a temporary directory that
+    is removed when the stage is done (the task's artifacts hold everything worth keeping).
     """
     if work_root:
         path = Path(work_root) / _safe(job_name or "job") / stage
         path.mkdir(parents=True, exist_ok=True)
-        return path
-    return Path(tempfile.mkdtemp(prefix=f"actionclip-{stage}-"))
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix=f"actionclip-{stage}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _safe(name: str) -> str:

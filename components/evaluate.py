@@ -61,20 +61,19 @@ def evaluate_model(
     from pathlib import Path
 
     from components._runtime import (
-        build_config, copy_dir, log_scalars, read_json, stage_errors, top_confused_classes, work_dir,
+        build_config, copy_dir, log_scalars, read_json, stage_errors, timed, top_confused_classes, work_dir,
     )
     from components.report import render_html, render_markdown
 
-    with stage_errors("evaluate"):
+    with stage_errors("evaluate"), work_dir(work_root, job_name, "evaluate") as scratch:
         from actionclip.train import EvaluateConfig
         from actionclip.train import evaluate as run_evaluate
 
-        out_dir = work_dir(work_root, job_name, "evaluate")
         cfg = build_config(EvaluateConfig, {
             "data": dataset.path,
             "model": model.path,
             "prompt": prompt.path,
-            "out_dir": str(out_dir),
+            "out_dir": str(scratch),
             "split": split,
             "num_clips": num_clips,
             "num_crops": num_crops,
@@ -87,19 +86,21 @@ def evaluate_model(
             "num_workers": num_workers,
             "quiet": True,
         }, overrides)
-        result = run_evaluate(cfg)
+        with timed("evaluate"):
+            result = run_evaluate(cfg)
         full = read_json(result.paths["metrics"])
         copy_dir(result.out_dir, evaluation.path)
         evaluation.metadata.update({"mlflow_run_id": result.run_id or ""})
         log_scalars(metrics, {k: v for k, v in full.items() if not isinstance(v, (dict, list))})
 
-        labels = Path(dataset.path, "labels.txt").read_text(encoding="utf-8").splitlines()
+        labels = full.get("labels") or Path(dataset.path, "labels.txt").read_text(encoding="utf-8").splitlines()
         matrix = full.get("confusion") or []
         if matrix:
             keep = top_confused_classes(matrix, max_confusion_classes)
             confusion.log_confusion_matrix(
-                [labels[i] for i in keep], [[int(matrix[i][j]) for j in keep] for i in keep]
+                [labels[i] for i in keep], [[int(round(matrix[i][j])) for j in keep] for i in keep]
             )
-        plots = {name: path for name, path in result.paths.items() if str(path).endswith(".png")}
+        plots = {name.removesuffix("_png").replace("_", " "): path
+                 for name, path in result.paths.items() if str(path).endswith(".png")}
         Path(report.path).write_text(render_html(full, plots), encoding="utf-8")
         Path(summary.path).write_text(render_markdown(full), encoding="utf-8")

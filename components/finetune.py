@@ -54,16 +54,16 @@ def finetune_model(
         work_root: shared directory for resumable checkpoints (empty: a temporary directory).
         job_name: the KFP job name (filled in by KFP).
     """
-    from components._runtime import build_config, copy_dir, log_scalars, stage_errors, work_dir
+    from components._runtime import build_config, copy_dir, log_scalars, stage_errors, timed, work_dir
 
-    with stage_errors("finetune"):
+    with stage_errors("finetune"), work_dir(work_root, job_name, "finetune") as scratch:
         from actionclip.train import FinetuneConfig, finetune
 
         cfg = build_config(FinetuneConfig, {
             "data": dataset.path,
             "model": pretrained.path,
             "prompt": prompt.path,
-            "out_dir": str(work_dir(work_root, job_name, "finetune")),
+            "out_dir": str(scratch),
             "epochs": epochs,
             "max_steps": max_steps,
             "warmup_epochs": min(warmup_epochs, epochs),
@@ -78,7 +78,8 @@ def finetune_model(
             "num_workers": num_workers,
             "quiet": True,
         }, overrides)
-        result = finetune(cfg)
+        with timed("finetune"):
+            result = finetune(cfg)
         copy_dir(result.paths["model"], model.path)
         log_scalars(metrics, result.metrics)
         model.metadata.update({

@@ -20,7 +20,9 @@ def prepare_data(
     val_fraction: float = 0.2,
     max_bad_fraction: float = 0.1,
     synthetic_dir: str = "/data/synthetic",
+    synthetic_classes: List[str] = [],
     synthetic_clips_per_class: int = 12,
+    synthetic_pretrain_clips: int = 6,
     synthetic_frames: int = 16,
     synthetic_size: int = 64,
     seed: int = 0,
@@ -39,41 +41,47 @@ def prepare_data(
         val_fraction: fraction of each label's clips used for validation.
         max_bad_fraction: fail when more than this fraction of the videos cannot be read.
         synthetic_dir: where the synthetic clips are written (shared storage, so later stages can read them).
+        synthetic_classes: action classes to synthesise (empty: the 8 seen + 2 held-out defaults).
         synthetic_clips_per_class: clips per class (train + val) for the synthetic source.
+        synthetic_pretrain_clips: extra captioned pre-training clips per class (synthetic source).
         synthetic_frames: frames per synthetic clip.
         synthetic_size: synthetic frame size in pixels (square).
         seed: seed for the synthetic clips and the train/val split.
         workers: parallel probing workers.
     """
-    from components._runtime import stage_errors
+    from components._runtime import stage_errors, timed
 
     with stage_errors("prepare-data"):
         from actionclip.data import generate_synthetic, prepare_dataset
 
-        source, fmt = data_source, data_format
-        if data_source == "synthetic":
-            source = str(generate_synthetic(
-                synthetic_dir,
-                clips_per_class=synthetic_clips_per_class,
-                frames=synthetic_frames,
-                size=synthetic_size,
+        with timed("prepare-data"):
+            source, fmt = data_source, data_format
+            if data_source == "synthetic":
+                source = str(generate_synthetic(
+                    synthetic_dir,
+                    classes=list(synthetic_classes) or None,
+                    heldout=list(heldout_labels) or None,
+                    clips_per_class=synthetic_clips_per_class,
+                    pretrain_clips_per_class=synthetic_pretrain_clips,
+                    frames=synthetic_frames,
+                    size=synthetic_size,
+                    seed=seed,
+                    workers=workers,
+                ))
+                fmt = "synthetic"
+            prepared = prepare_dataset(
+                source,
+                dataset.path,
+                format=fmt,
+                label_map=label_map or None,
+                video_root=video_root or None,
+                heldout=list(heldout_labels) or None,
+                val_fraction=val_fraction,
                 seed=seed,
+                max_bad_fraction=max_bad_fraction,
                 workers=workers,
-            ))
-            fmt = "synthetic"
-        prepared = prepare_dataset(
-            source,
-            dataset.path,
-            format=fmt,
-            label_map=label_map or None,
-            video_root=video_root or None,
-            heldout=list(heldout_labels) or None,
-            val_fraction=val_fraction,
-            seed=seed,
-            max_bad_fraction=max_bad_fraction,
-            workers=workers,
-            progress=False,
-        )
+                progress=False,
+            )
         summary = prepared.summary
         dataset.metadata.update({
             "dataset_hash": prepared.dataset_hash,

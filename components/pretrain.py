@@ -36,10 +36,11 @@ def pretrain_model(
         model: output model directory (save_pretrained format).
         metrics: the stage's scalar results.
         parent_run_id: MLflow run to nest this stage's run under.
-        preset: model preset name (e.g. "ViT-B/32-8", "tiny-8"); the architecture when ``weights`` is empty.
+        preset: model preset (e.g. "ViT-B/32-8", "tiny-8"): the architecture when ``weights`` is empty, else the
+            default frame count and fusion applied to the checkpoint.
         weights: checkpoint to start from (OpenAI CLIP, ActionCLIP, MMAction2 or ours); empty: random init.
-        num_frames: frames per clip (0: the preset's / checkpoint's).
-        fusion: temporal fusion override (meanP, Transf, Conv1D, LSTM, Transf_cls; empty keeps).
+        num_frames: frames per clip (0: the preset's).
+        fusion: temporal fusion (meanP, Transf, Conv1D, LSTM, Transf_cls; empty: the preset's).
         epochs: caption pre-training epochs (0: import only).
         max_steps: stop after this many optimiser steps (0: all epochs).
         batch_size: clips per optimiser step.
@@ -52,15 +53,21 @@ def pretrain_model(
         work_root: shared directory for resumable checkpoints (empty: a temporary directory).
         job_name: the KFP job name (filled in by KFP).
     """
-    from components._runtime import build_config, copy_dir, log_scalars, stage_errors, work_dir
+    from components._runtime import build_config, copy_dir, log_scalars, stage_errors, timed, work_dir
 
-    with stage_errors("pretrain"):
+    with stage_errors("pretrain"), work_dir(work_root, job_name, "pretrain") as scratch:
         from actionclip.train import PretrainConfig, pretrain
 
+        if weights:
+            # The checkpoint fixes the towers; the preset still says how many frames and which fusion to use.
+            from actionclip import preset_config
+
+            arch = preset_config(preset)
+            num_frames, fusion = num_frames or arch.num_frames, fusion or arch.fusion.kind
         cfg = build_config(PretrainConfig, {
             "data": dataset.path,
             "model": weights or preset,
-            "out_dir": str(work_dir(work_root, job_name, "pretrain")),
+            "out_dir": str(scratch),
             "num_frames": num_frames,
             "fusion": fusion,
             "epochs": epochs,
@@ -74,7 +81,8 @@ def pretrain_model(
             "num_workers": num_workers,
             "quiet": True,
         }, overrides)
-        result = pretrain(cfg)
+        with timed("pretrain"):
+            result = pretrain(cfg)
         copy_dir(result.paths["model"], model.path)
         log_scalars(metrics, result.metrics)
         model.metadata.update({

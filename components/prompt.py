@@ -56,16 +56,16 @@ def select_prompts(
     """
     import shutil
 
-    from components._runtime import build_config, log_scalars, read_json, stage_errors, work_dir
+    from components._runtime import build_config, log_scalars, read_json, stage_errors, timed, work_dir
 
-    with stage_errors("prompt"):
+    with stage_errors("prompt"), work_dir(work_root, job_name, "prompt") as scratch:
         from actionclip.train import PromptConfig
         from actionclip.train import prompt as run_prompt
 
         cfg = build_config(PromptConfig, {
             "data": dataset.path,
             "model": model.path,
-            "out_dir": str(work_dir(work_root, job_name, "prompt")),
+            "out_dir": str(scratch),
             "templates": list(templates),
             "include_default": include_default,
             "rule": rule,
@@ -80,7 +80,8 @@ def select_prompts(
             "num_workers": num_workers,
             "quiet": True,
         }, overrides)
-        result = run_prompt(cfg)
+        with timed("prompt"):
+            result = run_prompt(cfg)
         shutil.copyfile(result.paths["prompt"], prompt.path)
         chosen = read_json(prompt.path)
         log_scalars(metrics, result.metrics)

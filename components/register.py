@@ -32,12 +32,13 @@ def register_model(
         evaluation: the evaluation directory (metrics.json).
         pretrained: the pre-trained model (recorded as the parent checkpoint).
         registered: output JSON {name, version, aliases, promoted, model_uri, run_id, reused}.
-        parent_run_id: the pipeline's MLflow parent run (lineage and idempotency key: a retried step adds no version).
+        parent_run_id: the pipeline's MLflow parent run; the registration run nests under it.
         registry_name: registered model name.
         promotion_metric: evaluation metric compared with the champion's.
         promotion_margin: how much better than the champion a version must be to take the alias.
         experiment: MLflow experiment name.
-        job_name: the KFP job name (filled in by KFP).
+        job_name: the KFP job name (filled in by KFP): the lineage's pipeline run id and the idempotency key,
+            so a retried register step adds no second version.
 
     Returns:
         The registered model URI ("models:/<name>/<version>").
@@ -46,36 +47,34 @@ def register_model(
     from dataclasses import asdict
     from pathlib import Path
 
-    from components._runtime import stage_errors
+    from components._runtime import stage_errors, timed
 
     with stage_errors("register"):
-        import mlflow
-
         from actionclip.serving import register_model as register
+        from actionclip.train import tracking
 
         dataset_hash = dataset.metadata.get("dataset_hash") or json.loads(
             Path(dataset.path, "summary.json").read_text(encoding="utf-8"))["dataset_hash"]
-        result = register(
-            model.path,
-            str(Path(evaluation.path, "metrics.json")),
-            registry_name,
-            labels=str(Path(dataset.path, "labels.txt")),
-            prompt=prompt.path,
-            metric=promotion_metric,
-            margin=promotion_margin,
-            pipeline_run_id=parent_run_id or job_name,
-            dataset_hash=dataset_hash,
-            parent_checkpoint=pretrained.uri,
-            experiment=experiment,
-        )
+        with timed("register"):
+            result = register(
+                model.path,
+                str(Path(evaluation.path, "metrics.json")),
+                registry_name,
+                labels=str(Path(dataset.path, "labels.txt")),
+                prompt=prompt.path,
+                metric=promotion_metric,
+                margin=promotion_margin,
+                pipeline_run_id=job_name,
+                dataset_hash=dataset_hash,
+                parent_checkpoint=pretrained.uri,
+                parent_run_id=parent_run_id or None,
+                experiment=experiment,
+            )
         record = asdict(result)
         record["aliases"] = list(record.get("aliases") or [])
-        client = mlflow.MlflowClient()
+        client = tracking.client()
         if parent_run_id:
-            # Lineage both ways: the registration run sits in the pipeline's run tree, and the parent run names
-            # the version it produced.
-            if result.run_id and result.run_id != parent_run_id:
-                client.set_tag(result.run_id, "mlflow.parentRunId", parent_run_id)
+            # Lineage the other way round: the parent run names the version it produced.
             client.set_tag(parent_run_id, "actionclip.registered_model", result.model_uri)
             client.set_tag(parent_run_id, "actionclip.dataset_hash", dataset_hash)
         client.set_model_version_tag(registry_name, str(result.version), "kfp.pipeline_job_name", job_name)

@@ -25,18 +25,16 @@ def open_run(
     Returns:
         The MLflow run id of the parent run.
     """
-    from components._runtime import JOB_TAG, stage_errors
+    from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("open-run"):
-        import mlflow
-
         from actionclip.train import tracking
 
-        run_id = tracking.start_parent_run(experiment, run_name or job_name)
-        client = mlflow.MlflowClient()
-        client.set_tag(run_id, JOB_TAG, job_name)
-        client.set_tag(run_id, "kfp.pipeline_job_id", job_id)
-        print(f"MLflow parent run {run_id} in experiment {experiment!r} ({mlflow.get_tracking_uri()})")
+        with timed("open-run"):
+            run_id = tracking.start_parent_run(
+                experiment, run_name or job_name, tags={JOB_TAG: job_name, "kfp.pipeline_job_id": job_id}
+            )
+        print(f"MLflow parent run {run_id} in experiment {experiment!r} ({tracking.tracking_uri()})")
         return run_id
 
 
@@ -56,27 +54,28 @@ def close_run(
         experiment: MLflow experiment name (as given to ``open_run``).
         job_name: the KFP job name (filled in by KFP).
     """
-    from components._runtime import JOB_TAG, stage_errors
+    from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("close-run"):
-        import mlflow
+        from actionclip.train import tracking
 
-        client = mlflow.MlflowClient()
+        client = tracking.client()
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             print(f"no MLflow experiment {experiment!r}: nothing to close")
             return
-        ok = status.state == "SUCCEEDED"
-        parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_name}'")
-        for parent in parents:
-            client.set_tag(parent.info.run_id, "kfp.pipeline_status", status.state)
-            if status.error_message:
-                client.set_tag(parent.info.run_id, "kfp.pipeline_error", status.error_message[:4000])
-            children = client.search_runs(
-                [exp.experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
-            )
-            for run in [*children, parent]:
-                if run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, "FINISHED" if ok else "FAILED")
-            print(f"MLflow parent run {parent.info.run_id}: {'FINISHED' if ok else 'FAILED'} ({status.state})")
+        with timed("close-run"):
+            ok = status.state == "SUCCEEDED"
+            parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_name}'")
+            for parent in parents:
+                client.set_tag(parent.info.run_id, "kfp.pipeline_status", status.state)
+                if status.error_message:
+                    client.set_tag(parent.info.run_id, "kfp.pipeline_error", status.error_message[:4000])
+                children = client.search_runs(
+                    [exp.experiment_id],
+                    filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+                )
+                for run in [*children, parent]:
+                    if run.info.status == "RUNNING":
+                        client.set_terminated(run.info.run_id, "FINISHED" if ok else "FAILED")
+                print(f"MLflow parent run {parent.info.run_id}: {'FINISHED' if ok else 'FAILED'} ({status.state})")

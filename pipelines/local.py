@@ -5,7 +5,7 @@ Everything lands under one working directory:
     <workdir>/pipeline-runs/actionclip-<timestamp>/<task>/<output>   KFP artifacts of each run
     <workdir>/mlflow.db (+ the tracking module's artifact folder)    MLflow tracking store and model registry
     <workdir>/data/synthetic/                                        generated clips (the "shared storage")
-    <workdir>/work/actionclip-<timestamp>/<stage>/                   stage scratch: checkpoints, logs
+    <work_root>/actionclip-<timestamp>/<stage>/                      stage scratch when work_root is given
     <workdir>/.kfp-cache/                                            kfp.local's task cache
 """
 from __future__ import annotations
@@ -33,11 +33,17 @@ class PipelineRunError(ActionCLIPError):
 
 @dataclass
 class TaskTiming:
-    """Wall time of one task as the orchestrator saw it (process start to exit, artifact I/O included)."""
+    """One task's wall time as the orchestrator saw it (process start to exit) and the part of it spent in the
+    library call (``stage_seconds``; the rest is machinery: process start, imports, artifact I/O)."""
 
     task: str
     seconds: float
     status: str
+    stage_seconds: float | None = None
+
+    @property
+    def overhead_seconds(self) -> float | None:
+        return None if self.stage_seconds is None else max(self.seconds - self.stage_seconds, 0.0)
 
 
 @dataclass
@@ -91,15 +97,18 @@ def local_paths(workdir: str | Path) -> dict[str, Path]:
         "pipeline_root": root / "pipeline-runs",
         "mlflow_db": root / "mlflow.db",
         "synthetic_dir": root / "data" / "synthetic",
-        "work_root": root / "work",
         "cache_root": root / ".kfp-cache",
     }
 
 
 def local_arguments(workdir: str | Path, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Pipeline arguments for a local run: the workdir's folders, then the caller's ``params`` on top."""
+    """Pipeline arguments for a local run: synthetic clips under the workdir, then the caller's ``params`` on top.
+
+    Stage scratch (checkpoints) goes to temporary folders removed after each stage unless ``work_root`` is given
+    (e.g. ``<workdir>/work`` to inspect or resume checkpoints).
+    """
     paths = local_paths(workdir)
-    return {"synthetic_dir": str(paths["synthetic_dir"]), "work_root": str(paths["work_root"]), **(params or {})}
+    return {"synthetic_dir": str(paths["synthetic_dir"]), **(params or {})}
 
 
 def run_local(
@@ -128,13 +137,13 @@ def run_local(
     """
     from kfp import local
 
-    from components._runtime import parse_error_line
+    from components._runtime import TIME_MARKER, parse_error_line, parse_marker
 
     if pipeline is None:
         from pipelines.pipeline import actionclip_pipeline as pipeline
 
     paths = local_paths(workdir)
-    for key in ("pipeline_root", "work_root", "cache_root"):
+    for key in ("pipeline_root", "cache_root"):
         paths[key].mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or f"sqlite:///{paths['mlflow_db']}"
     arguments = local_arguments(paths["workdir"], params)
@@ -142,16 +151,23 @@ def run_local(
     errors: list[dict[str, str]] = []
     timings: list[TaskTiming] = []
     started: dict[str, float] = {}
+    stage_seconds: dict[str, float] = {}
 
     def on_line(line: str) -> None:
         record = parse_error_line(line)
         if record:
             errors.append(record)
             return
-        if m := _START.search(line):
+        timing = parse_marker(line, TIME_MARKER)
+        if timing and started:  # kfp.local runs one task at a time: the marker belongs to the running task
+            task = next(reversed(started))
+            stage_seconds[task] = stage_seconds.get(task, 0.0) + float(timing.get("seconds", 0.0))
+        elif m := _START.search(line):
             started[m.group(1)] = time.perf_counter()
         elif (m := _END.search(line)) and m.group(1) in started:
-            timings.append(TaskTiming(m.group(1), time.perf_counter() - started.pop(m.group(1)), m.group(2)))
+            task = m.group(1)
+            timings.append(TaskTiming(task, time.perf_counter() - started.pop(task), m.group(2),
+                                      stage_seconds.pop(task, None)))
 
     before = set(paths["pipeline_root"].iterdir())
     env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GIT_PYTHON_REFRESH")}

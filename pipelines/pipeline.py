@@ -33,7 +33,9 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         heldout_labels: List[str] = [],
         val_fraction: float = 0.25,
         synthetic_dir: str = "/data/synthetic",
+        synthetic_classes: List[str] = [],
         synthetic_clips_per_class: int = 8,
+        synthetic_pretrain_clips: int = 4,
         synthetic_frames: int = 16,
         synthetic_size: int = 64,
         preset: str = "tiny-8",
@@ -82,7 +84,9 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             heldout_labels: labels kept out of fine-tuning for zero-shot evaluation.
             val_fraction: per-label validation fraction.
             synthetic_dir: where synthetic clips are generated (on the data volume).
+            synthetic_classes: classes to synthesise (empty: 8 seen + 2 held-out defaults).
             synthetic_clips_per_class: synthetic clips per class.
+            synthetic_pretrain_clips: extra captioned pre-training clips per synthetic class.
             synthetic_frames: frames per synthetic clip.
             synthetic_size: synthetic frame size (pixels).
             preset: model preset (architecture, frames, fusion), e.g. "ViT-B/32-8".
@@ -131,7 +135,8 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             prepared = apply(c.prepare_data(
                 data_source=data_source, data_format=data_format, label_map=label_map, video_root=video_root,
                 heldout_labels=heldout_labels, val_fraction=val_fraction, synthetic_dir=synthetic_dir,
-                synthetic_clips_per_class=synthetic_clips_per_class, synthetic_frames=synthetic_frames,
+                synthetic_classes=synthetic_classes, synthetic_clips_per_class=synthetic_clips_per_class,
+                synthetic_pretrain_clips=synthetic_pretrain_clips, synthetic_frames=synthetic_frames,
                 synthetic_size=synthetic_size, seed=seed, workers=num_workers,
             ), DATA, settings, cache=False)
             dataset = prepared.outputs["dataset"]
