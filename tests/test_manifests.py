@@ -684,6 +684,27 @@ def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
+def test_bucket_check_fails_in_one_line_when_s3_is_unreachable(rendered: dict[str, list[dict[str, Any]]],
+                                                                tmp_path: Path) -> None:
+    """The ensure-bucket init container's script, run here against a closed port: a clear one-line error (the
+    kubelet then retries it), not a traceback."""
+    import os
+    import sys
+
+    pytest.importorskip("boto3")
+    objs = rendered[LOCAL]
+    init = next(c for c in one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["initContainers"]
+                if c["name"] == "ensure-bucket")
+    env = container_env(init, objs)
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env = {**keep, **env, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1",
+           "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "HOME": tmp_path.as_posix()}
+    proc = subprocess.run([sys.executable, *init["command"][1:]], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("cannot reach the S3 endpoint for bucket mlflow-artifacts:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_pipeline_names_exist_in_every_overlay(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """The compiled pipeline mounts these by name (pipelines/platform.py); the overlays must provide them."""
     from pipelines.platform import PlatformSettings
