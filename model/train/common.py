@@ -15,6 +15,26 @@ from actionclip.errors import ConfigError
 from actionclip.train.tracking import NullTracker, log_stage_start, open_tracker
 
 
+def apply_threads(threads: int) -> None:
+    """Set torch's CPU thread count when configured (0 keeps the default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def train_transform(cfg: Any, size: int):
+    """The training clip transform a config asks for (None: the dataset's default for its mode)."""
+    from actionclip.data import TrainTransform
+
+    if not cfg.augment:
+        return None
+    t = TrainTransform(size)
+    if not cfg.flip:
+        t.flip_p = 0.0
+    if not cfg.color_jitter:
+        t.jitter_p, t.grayscale_p = 0.0, 0.0
+    return t
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))

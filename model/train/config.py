@@ -40,6 +40,7 @@ class StageConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
     num_workers: int = 2  # DataLoader worker processes per rank
+    threads: int = 0  # torch CPU threads (0: torch's default / OMP_NUM_THREADS); 1 avoids oversubscribed cores
     batch_size: int = 8  # clips per optimiser step (all ranks and accumulation steps together) / per eval batch
     experiment: str = "actionclip"  # MLflow experiment name
     run_name: str = ""  # MLflow run name; default: the stage name
@@ -90,6 +91,7 @@ class StageConfig:
         """Raise ``ConfigError`` naming the first impossible value."""
         _positive(self, "batch_size")
         _at_least(self, "num_workers", 0)
+        _at_least(self, "threads", 0)
 
     @property
     def output_dir(self) -> Path:
@@ -114,7 +116,10 @@ class TrainingConfig(StageConfig):
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model
-    augment: bool = True  # random crops/flips (TrainTransform); off: the test transform
+    augment: bool = True  # random frames + crops (TrainTransform); off: the test sampling and centre crop
+    flip: bool = True  # random horizontal flips when augmenting (turn off when left/right is part of the label)
+    color_jitter: bool = True  # ActionCLIP's colour jitter and random grayscale when augmenting
+    cache_clips: bool = False  # with --no-augment: keep decoded clips in memory after their first load
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
     keep_checkpoints: int = 2  # newest step checkpoints kept (epoch-end ones count too)
     resume: str = "auto"  # auto: newest checkpoint in out_dir/checkpoints if any; never; or a checkpoint path
@@ -145,6 +150,8 @@ class TrainingConfig(StageConfig):
         bad = [t for t in self.freeze if t not in TOWERS]
         if bad:
             raise ConfigError(f"{self.STAGE} config: freeze accepts {', '.join(TOWERS)}; got {', '.join(bad)}")
+        if self.cache_clips and self.augment:
+            raise ConfigError(f"{self.STAGE} config: cache_clips needs --no-augment (augmented clips change every epoch)")
         if self.warmup_epochs > self.epochs > 0:
             raise ConfigError(
                 f"{self.STAGE} config: warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})"

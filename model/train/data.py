@@ -34,15 +34,19 @@ class SeededClips(Dataset):
     Set ``epoch`` before creating each epoch's loader iterator (workers receive a copy of this object then).
     """
 
-    def __init__(self, base: Dataset, seed: int) -> None:
+    def __init__(self, base: Dataset, seed: int, cache: bool = False) -> None:
         self.base = base
         self.seed = seed
         self.epoch = 0
+        # Only for deterministic (test-mode) clips: each process keeps what it loaded.
+        self.cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.cache is not None and index in self.cache:
+            return dict(self.cache[index])
         s = item_seed(self.seed, "item", self.epoch, index)
         np_state, py_state = np.random.get_state(), random.getstate()
         # fork_rng restores the torch RNG afterwards, so loading in the main process (num_workers=0) does not shift
@@ -57,7 +61,9 @@ class SeededClips(Dataset):
                 np.random.set_state(np_state)
                 random.setstate(py_state)
         item["index"] = index
-        return item
+        if self.cache is not None:
+            self.cache[index] = item
+        return dict(item)
 
 
 class RankBatchSampler(Sampler[list[int]]):

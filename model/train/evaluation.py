@@ -17,7 +17,8 @@ import json
 import re
 from pathlib import Path
 
-from actionclip.train.common import load_dataset, scalar_metrics, seed_everything, split_rows, tracked_stage, write_json
+from actionclip.train.common import (apply_threads, load_dataset, scalar_metrics, seed_everything, split_rows,
+                                     tracked_stage, write_json)
 from actionclip.train.config import EvaluateConfig
 from actionclip.train.result import StageResult
 
@@ -56,6 +57,7 @@ def evaluate(cfg: EvaluateConfig) -> StageResult:
     heldout_rows = (split_rows(ds, "heldout", ds.heldout_labels, require=False)
                     if cfg.heldout and ds.heldout_labels else [])
     templates = read_prompt_templates(cfg.prompt)
+    apply_threads(cfg.threads)
     seed_everything(cfg.seed)
     paths: dict[str, str] = {}
     with tracked_stage(cfg, True, ds.dataset_hash, extra_params={"eval_clips": len(rows),

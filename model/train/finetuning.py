@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from actionclip.errors import ConfigError
-from actionclip.train.common import load_dataset, split_rows
+from actionclip.train.common import load_dataset, split_rows, train_transform
 from actionclip.train.config import FinetuneConfig
 from actionclip.train.data import few_shot_rows, fill_template, pick_templates
 from actionclip.train.distributed import DistEnv
@@ -59,7 +59,8 @@ def finetune(cfg: FinetuneConfig) -> StageResult:
         from actionclip.data import VideoClipDataset
 
         dataset = VideoClipDataset(rows, labels, model.num_frames, model.image_size,
-                                   mode="train" if cfg.augment else "test")
+                                   mode="train" if cfg.augment else "test",
+                                   transform=train_transform(cfg, model.image_size))
 
         def texts(batch: dict, epoch: int) -> tuple[list[str], torch.Tensor]:
             label_idx = torch.as_tensor(batch["label"]).long()

@@ -48,4 +48,7 @@ def build_optimizer(
                 p.requires_grad_(False)
     if not param_groups:
         raise ConfigError("nothing to train: every parameter group is frozen")
-    return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    # The fused kernel is much faster on CPU too (the 49408-row token embedding dominates the update).
+    fused = all(p.is_floating_point() for g in param_groups for p in g["params"])
+    return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                             fused=fused)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from actionclip.errors import ConfigError
-from actionclip.train.common import load_dataset, split_rows
+from actionclip.train.common import load_dataset, split_rows, train_transform
 from actionclip.train.config import PretrainConfig
 from actionclip.train.data import fill_template, item_seed
 from actionclip.train.distributed import DistEnv
@@ -51,7 +51,8 @@ def pretrain(cfg: PretrainConfig) -> StageResult:
         from actionclip.data import VideoClipDataset
 
         dataset = VideoClipDataset(rows, list(ds.labels), model.num_frames, model.image_size,
-                                   mode="train" if cfg.augment else "test")
+                                   mode="train" if cfg.augment else "test",
+                                   transform=train_transform(cfg, model.image_size))
 
         def texts(batch: dict, epoch: int) -> tuple[list[str], torch.Tensor]:
             idx = torch.as_tensor(batch["index"]).tolist()

@@ -9,8 +9,8 @@ reported as the stage's zero-shot top-1/top-5. Output ``prompt.json``:
 """
 from __future__ import annotations
 
-from actionclip.train.common import (load_dataset, scalar_metrics, seed_everything, split_rows, tracked_stage,
-                                     write_json)
+from actionclip.train.common import (apply_threads, load_dataset, scalar_metrics, seed_everything, split_rows,
+                                     tracked_stage, write_json)
 from actionclip.train.config import PromptConfig
 from actionclip.train.result import StageResult
 
@@ -49,6 +49,7 @@ def prompt(cfg: PromptConfig) -> StageResult:
     rows = split_rows(ds, cfg.split, ds.labels)
     if cfg.max_clips:
         rows = rows[:cfg.max_clips]
+    apply_threads(cfg.threads)
     seed_everything(cfg.seed)
     candidates = candidate_templates(cfg)
     with tracked_stage(cfg, True, ds.dataset_hash) as tracker:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from torch import nn
 
 from actionclip.train import checkpointing as ckpt
-from actionclip.train.common import scalar_metrics, seed_everything, tracked_stage, write_json
+from actionclip.train.common import apply_threads, scalar_metrics, seed_everything, tracked_stage, write_json
 from actionclip.train.config import TrainingConfig
 from actionclip.train.distributed import DistEnv, barrier, cleanup_distributed, setup_distributed
 from actionclip.train.result import StageResult
@@ -61,6 +61,7 @@ def run_training_stage(
                     import sys
 
                     print(f"resuming from {path} (step {state['progress']['global_step']})", file=sys.stderr)
+        apply_threads(cfg.threads)
         seed_everything(cfg.seed)
         model = load_model()
         with tracked_stage(cfg, env.is_main, dataset_hash, state.get("run_id") if state else None,
@@ -71,7 +72,8 @@ def run_training_stage(
                 if state is not None:
                     tracker.set_tags({"resumed_from_step": str(state["progress"]["global_step"])})
             metrics = dict(outcome.metrics) if outcome else {"global_step": 0.0}
-            paths: dict[str, str] = {}
+            paths = {"model": str(out / "model"), "checkpoints": str(out / "checkpoints"),
+                     "metrics": str(out / "metrics.json")}
             if env.is_main:
                 paths = save_outputs(cfg, model, outcome, tracker, metrics)
             barrier(env)

@@ -171,9 +171,12 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
-    seeded = SeededClips(job.dataset, cfg.seed)
+    cache = cfg.cache_clips and not cfg.augment
+    seeded = SeededClips(job.dataset, cfg.seed, cache=cache)
+    # Workers normally restart each epoch so they see the new epoch number; cached (deterministic) clips need no
+    # epoch, and persistent workers keep their caches.
     loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=cache and cfg.num_workers > 0)
     amp = autocast_dtype(cfg.precision, device)
     ckpt_dir = cfg.output_dir / "checkpoints"
 

@@ -1,0 +1,160 @@
+"""Training throughput and peak memory per preset (one optimiser step = forward + backward + AdamW on a batch).
+
+CPU: float32. CUDA (when available): bf16 autocast, peak allocated memory and MFU = counted FLOPs per step
+(torch.utils.flop_counter, forward + backward) x steps/s / peak bf16 FLOP/s (--peak-tflops, default H100 SXM dense
+989). With --data DIR (a prepared dataset) it also measures the training data pipeline (decode + augment, clips/s
+with --workers loader processes), to see whether it keeps up. Each preset runs in its own process so peak memory
+is its own.
+
+    python benchmarks/bench_train.py --presets tiny-8 ViT-B/32-8 --batch-size 8 --steps 3
+    python benchmarks/bench_train.py --presets ViT-B/16-8 --batch-size 32 --device cuda --data prepared/ --workers 8
+
+Timings on a shared machine are noisy; the table says which device and thread count produced them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(preset: str, batch: int, steps: int, device_name: str, grad_ckpt: bool, compile_: bool) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from actionclip import create_model, tokenize
+    from actionclip.train.losses import actionclip_kl_loss
+    from actionclip.train.optim import build_optimizer
+    from actionclip.train.trainer import autocast, autocast_dtype
+    from actionclip.train.distributed import resolve_device
+
+    device = resolve_device(device_name)
+    model = create_model(preset).to(device).train()
+    if grad_ckpt:
+        model.set_grad_checkpointing(True)
+    opt = build_optimizer(model, 5e-6)
+    T, S = model.num_frames, model.image_size
+    video = torch.randn(batch, T, 3, S, S, device=device)
+    labels = torch.arange(batch, device=device) % max(batch // 2, 1)
+    ids = tokenize([f"a video of action number {int(i)}" for i in labels], context_length=model.context_length).to(device)
+    amp = autocast_dtype("auto", device)
+    fwd = torch.compile(model) if compile_ else model
+
+    def step() -> None:
+        with autocast(amp, device):
+            v, t = fwd(video, ids)
+        loss = actionclip_kl_loss(F.normalize(v.float(), dim=-1), F.normalize(t.float(), dim=-1), labels,
+                                  model.logit_scale.exp())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up (allocations, autotuning, compilation)
+    sync()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    out = {"preset": preset, "device": str(device), "dtype": "bf16" if amp else "fp32", "batch": batch,
+           "threads": torch.get_num_threads(), "step_s": dt, "clips_per_s": batch / dt,
+           "tflop_per_step": flops / 1e12, "achieved_tflops": flops / dt / 1e12,
+           "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["gpu"] = torch.cuda.get_device_name()
+    else:
+        out["peak_mem_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    return out
+
+
+def measure_data(data: str, preset: str, batch: int, workers: int, batches: int) -> dict:
+    from torch.utils.data import DataLoader
+
+    from actionclip import preset_config
+    from actionclip.data import PreparedDataset, VideoClipDataset
+    from actionclip.data.loader import collate_clips
+
+    cfg = preset_config(preset)
+    ds = PreparedDataset.load(data)
+    clips = VideoClipDataset(ds.rows("train"), ds.labels, cfg.num_frames, cfg.vision.image_size, mode="train")
+    loader = DataLoader(clips, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_clips,
+                        drop_last=True, persistent_workers=workers > 0)
+    it = iter(loader)
+    next(it)  # worker start-up
+    n, t0 = 0, time.perf_counter()
+    for _ in range(batches):
+        try:
+            n += len(next(it)["label"])
+        except StopIteration:
+            it = iter(loader)
+    return {"loader_clips_per_s": n / (time.perf_counter() - t0), "workers": workers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["tiny-8", "ViT-B/32-8"])
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--grad-checkpointing", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator peak bf16 dense TFLOP/s for MFU")
+    ap.add_argument("--data", default="", help="prepared dataset: also measure the training data pipeline")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        res = measure(args.child, args.batch_size, args.steps, args.device, args.grad_checkpointing, args.compile)
+        if args.data:
+            res.update(measure_data(args.data, args.child, args.batch_size, args.workers, max(args.steps, 4)))
+        print("RESULT " + json.dumps(res), flush=True)
+        return
+
+    rows = []
+    for preset in args.presets:
+        cmd = [sys.executable, __file__, "--child", preset, "--batch-size", str(args.batch_size), "--steps",
+               str(args.steps), "--device", args.device, "--workers", str(args.workers)]
+        cmd += ["--data", args.data] if args.data else []
+        cmd += ["--grad-checkpointing"] if args.grad_checkpointing else []
+        cmd += ["--compile"] if args.compile else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            print(f"{preset}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+            continue
+        r = json.loads(line[0][7:])
+        if r["device"].startswith("cuda"):
+            r["mfu"] = r["achieved_tflops"] / args.peak_tflops
+        rows.append(r)
+    cols = ["preset", "device", "dtype", "batch", "threads", "step_s", "clips_per_s", "tflop_per_step",
+            "achieved_tflops", "mfu", "peak_mem_gib", "loader_clips_per_s"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
