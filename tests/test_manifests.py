@@ -297,6 +297,7 @@ def test_inference_service_structure(rendered: dict[str, list[dict[str, Any]]]) 
     assert (model["modelFormat"]["name"], model["modelFormat"].get("version")) in formats
     assert model.get("protocolVersion", "v1") in runtime["spec"]["protocolVersions"]
     assert urlparse(model["storageUri"]).scheme in KSERVE_STORAGE_SCHEMES, model["storageUri"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in {"RawDeployment", "Standard"}
     assert isinstance(predictor["minReplicas"], int) and predictor["minReplicas"] >= 1
     assert predictor["maxReplicas"] >= predictor["minReplicas"]
     # the pod part of the predictor and the model's container part are core types
