@@ -109,7 +109,10 @@ class VideoClipDataset(Dataset):
 
     def _decode_size(self, row: dict) -> tuple[int, int]:
         if self.resize_on_decode and row.get("width") and row.get("height"):
-            return short_side_size(int(row["width"]), int(row["height"]), self.short_side)
+            w, h = int(row["width"]), int(row["height"])
+            target = short_side_size(w, h, self.short_side)
+            if target != (w, h):  # already the right size (e.g. 340x256 for 224 crops): skip decord's scaler
+                return target
         return -1, -1
 
     def _load(self, index: int) -> dict:
