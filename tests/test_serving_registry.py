@@ -171,3 +171,20 @@ def test_registry_cli(versions, store, capsys):
     assert "challenger" in table and "top1=0.7000" in table
     assert main(["registry", "resolve", "actionclip@nothing", "--tracking-uri", store["uri"]]) == 2
     assert "has no alias @nothing" in capsys.readouterr().err
+
+
+def test_predict_cli_with_a_registered_model(versions, store, capsys):
+    from actionclip.cli import main
+
+    clip = str(store["clip"])
+    assert main(["predict", clip, "--model", "models:/actionclip@champion", "--tracking-uri", store["uri"],
+                 "--labels", "x", "y", "--top-k", "1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["video"] == clip and len(row["labels"]) == 1 and row["labels"][0] in ("x", "y")
+    # default labels come from the registered labels.txt; the table names them
+    assert main(["predict", clip, "--model", "models:/actionclip/1", "--tracking-uri", store["uri"]]) == 0
+    table = capsys.readouterr().out
+    assert all(lab in table for lab in LABELS)
+    assert main(["predict", clip, "--model", "models:/actionclip@nope", "--tracking-uri", store["uri"]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no alias @nope" in err and len(err.splitlines()) == 1
