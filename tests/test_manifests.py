@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -599,7 +600,7 @@ def mlflow_cli():
 def parse_click(command, argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Parse argv with a click command under env (click reads MLFLOW_* option defaults from the environment)."""
     with monkeypatch.context() as mp:
-        for key in [k for k in __import__("os").environ if k.startswith("MLFLOW_")]:
+        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
             mp.delenv(key)
         for key, value in env.items():
             mp.setenv(key, value)
@@ -689,7 +690,6 @@ def test_bucket_check_fails_in_one_line_when_s3_is_unreachable(rendered: dict[st
                                                                 tmp_path: Path) -> None:
     """The ensure-bucket init container's script, run here against a closed port: a clear one-line error (the
     kubelet then retries it), not a traceback."""
-    import os
     import sys
 
     pytest.importorskip("boto3")
@@ -771,7 +771,6 @@ def _free_port() -> int:
 def postgres(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """A real PostgreSQL server on 127.0.0.1 with the user/password of the committed postgres.env.example and an
     empty ``mlflow`` database, like the StatefulSet's first start. Yields (port, credentials)."""
-    import os
     import pwd
     import tempfile
 
@@ -818,7 +817,6 @@ def test_tracking_server_runs_from_the_rendered_manifest(rendered: dict[str, lis
     Postgres, then its `mlflow server` command with its env (credentials through libpq's PGUSER/PGPASSWORD).
     Only the Service DNS name, the listen address/port and the artifact destination (MinIO) are swapped for
     local ones. The lighter test_mlflow_server_command_and_settings covers the same settings without servers."""
-    import os
     import signal
     import time
 
