@@ -411,6 +411,15 @@ def test_every_pod_runs_restricted(pods: list[PodTemplate]) -> None:
             assert kinds <= RESTRICTED_VOLUME_TYPES, f"{pod}: volume {vol['name']} is {kinds}"
 
 
+def test_namespace_pod_security_labels(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Enforce at least baseline (controllers inject containers that lack restricted's fields); warn and audit
+    at restricted, so anything short of it is reported."""
+    for root in (LOCAL, GPU):
+        labels = one(rendered[root], "Namespace", "actionclip")["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] in {"baseline", "restricted"}
+        assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
 def test_read_only_root_has_writable_scratch(pods: list[PodTemplate]) -> None:
     """Every container that runs a Python tool (project image) gets a writable emptyDir /tmp and HOME in it."""
     for pod in pods:
