@@ -131,14 +131,15 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             # run's cache (its MLflow runs would belong to another run tree).
             parent = apply(c.open_run(experiment=experiment), LIGHT, settings, cache=False)
             parent.set_display_name("open-mlflow-run")
-            # Not cached: the source is a path whose contents can change between runs.
+            # Not cached: the source is a path whose contents can change between runs. After open-run, so that a
+            # failure here is recorded as a FAILED pipeline run in MLflow.
             prepared = apply(c.prepare_data(
                 data_source=data_source, data_format=data_format, label_map=label_map, video_root=video_root,
                 heldout_labels=heldout_labels, val_fraction=val_fraction, synthetic_dir=synthetic_dir,
                 synthetic_classes=synthetic_classes, synthetic_clips_per_class=synthetic_clips_per_class,
                 synthetic_pretrain_clips=synthetic_pretrain_clips, synthetic_frames=synthetic_frames,
                 synthetic_size=synthetic_size, seed=seed, workers=num_workers,
-            ), DATA, settings, cache=False)
+            ), DATA, settings, cache=False).after(parent)
             dataset = prepared.outputs["dataset"]
             pre = apply(c.pretrain_model(
                 dataset=dataset, parent_run_id=parent.output, preset=preset, weights=weights,

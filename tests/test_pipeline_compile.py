@@ -114,6 +114,8 @@ def test_retries_on_gpu_stages_and_caching(compiled):
         # ... and they consume the fresh parent run id, so a new pipeline run never matches an old cache key.
         assert tasks[name]["inputs"]["parameters"]["parent_run_id"]["taskOutputParameter"]["producerTask"] == "open-run"
     assert tasks["close-run"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    # The parent run exists before any stage can fail, so every failure is recorded in MLflow.
+    assert tasks["prepare-data"]["dependentTasks"] == ["open-run"]
 
 
 def test_parameters_exposed_with_defaults(compiled):
