@@ -188,3 +188,16 @@ def test_predict_cli_with_a_registered_model(versions, store, capsys):
     assert main(["predict", clip, "--model", "models:/actionclip@nope", "--tracking-uri", store["uri"]]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no alias @nope" in err and len(err.splitlines()) == 1
+
+
+def test_int8_through_model_config(versions, store):
+    from actionclip.serving.quantize import is_quantized
+
+    with registry.using_tracking_uri(store["uri"]):
+        fp32 = mlflow.pyfunc.load_model("models:/actionclip@champion")
+        int8 = mlflow.pyfunc.load_model("models:/actionclip@champion", model_config={"int8": True})
+    assert is_quantized(int8.unwrap_python_model().predictor.model)
+    assert not is_quantized(fp32.unwrap_python_model().predictor.model)
+    row = [{"video": str(store["clip"]), "return_all": True}]
+    a, b = fp32.predict(row)[0]["all_probs"], int8.predict(row)[0]["all_probs"]
+    assert set(a) == set(b) == set(LABELS) and max(abs(a[k] - b[k]) for k in LABELS) < 0.1
