@@ -79,6 +79,8 @@ def project_image() -> Iterator[BuiltImage]:
     if proc.returncode == 3:
         pytest.skip(f"no Docker engine can be started here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, f"build_image.sh failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    # What the build did and how long each step took (shown with -s / -rA).
+    print("\n".join(line for line in proc.stderr.splitlines() if line.startswith("[build_image")))
     exported = _exports(proc.stdout)
     assert exported.get("ACTIONCLIP_IMAGE") == IMAGE, proc.stdout
     docker_host = exported["DOCKER_HOST"]
