@@ -263,8 +263,11 @@ main() {
     if [ "$force" = 0 ] && [ "$existing" = "$hash" ]; then
         log "$image is up to date (inputs $hash)"
     else
-        [ -n "${BASE_IMAGE:-}" ] || make_base
+        # The base (network + dpkg) and the wheelhouse (pip, mostly file copies) are independent: overlap them.
+        local base_pid=""
+        if [ -z "${BASE_IMAGE:-}" ]; then make_base & base_pid=$!; fi
         build_wheelhouse
+        if [ -n "$base_pid" ]; then wait "$base_pid" || die 1 "making the base image failed (see above)"; fi
         build_image "$image" "$base" "$hash"
     fi
     log "done"
