@@ -24,6 +24,14 @@ def prepared(tmp_path_factory):
     return prepare_dataset(src, root / "prep", progress=False)
 
 
+def _collect_garbage() -> None:
+    """Run the cyclic GC now: a finished DataLoader iterator with persistent workers is freed (its workers
+    joined) here rather than by a later collection inside another test, which showed up as a 10 s stall there."""
+    import gc
+
+    gc.collect()
+
+
 def test_train_items(prepared):
     rows = prepared.rows("train")
     ds = VideoClipDataset(rows, prepared.labels, T, SIZE, mode="train")
@@ -82,6 +90,8 @@ def test_loader_batches_with_workers(prepared):
             seen += batch["path"]
     assert sorted(seen) == sorted([r["path"] for r in ds.rows] * 2)
     assert ds.bad_count == 0
+    del loader
+    _collect_garbage()
 
 
 def test_bad_video_is_substituted_not_fatal(prepared, tmp_path):
@@ -98,6 +108,8 @@ def test_bad_video_is_substituted_not_fatal(prepared, tmp_path):
     assert len(paths) == len(rows)  # the epoch completed with full batches
     assert str(broken) not in paths and gone["path"] not in paths
     assert ds.bad_count >= 2  # counted across worker processes (a substitute may itself be one of the bad two)
+    del loader
+    _collect_garbage()
     # in-process too, and the bad path is recorded
     ds0 = VideoClipDataset(rows[:-1], prepared.labels, T, SIZE, mode="train")
     item = ds0[0]
@@ -130,7 +142,7 @@ def test_distributed_sampler_selection(prepared, tmp_path):
 
     ds = VideoClipDataset(prepared.rows("train"), prepared.labels, T, SIZE, mode="test")
     assert not isinstance(make_loader(ds, 2).sampler, DistributedSampler)  # no process group at all
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         assert not isinstance(make_loader(ds, 2).sampler, DistributedSampler)
         loader = make_loader(ds, 2, shuffle=True, distributed=True, seed=4)

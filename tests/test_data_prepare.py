@@ -74,19 +74,24 @@ def test_bad_fraction_limit_fails_but_keeps_the_report(messy, tmp_path):
     assert not (out / "manifest.jsonl").exists()
 
 
-def test_mmaction_list_with_missing_path_and_heldout(good_videos, tmp_path):
+def test_mmaction_list_with_every_kind_of_bad_entry_and_heldout(messy, tmp_path):
     label_map = tmp_path / "label_map.txt"
     label_map.write_text("jumping\nrunning\nswimming\n")
     lst = tmp_path / "train_list_videos.txt"
     lines = [f"jumping/jumping_{i}.mp4 0" for i in range(6)] + [f"running/running_{i}.mp4 1" for i in range(6)]
-    lines.append("swimming/never_downloaded.mp4 2")
+    lines += ["swimming/never_downloaded.mp4 2", "jumping/zero.mp4 0", "running/truncated.mp4 1",
+              "running/notes.mp4 1"]
     lst.write_text("\n".join(lines) + "\n")
     assert detect_format(lst) == "mmaction"
-    ds = prepare_dataset(lst, tmp_path / "prep", label_map=label_map, video_root=good_videos,
-                         heldout=["running"], progress=False)
-    rejected = _read_jsonl(tmp_path / "prep" / "rejected.jsonl")
-    assert [(r["path"].endswith("swimming/never_downloaded.mp4"), r["reason"]) for r in rejected] == [
-        (True, "file not found")]
+    ds = prepare_dataset(lst, tmp_path / "prep", label_map=label_map, video_root=messy, heldout=["running"],
+                         max_bad_fraction=0.3, progress=False)
+    assert len(ds.rows()) == 12
+    rejected = {r["path"].rsplit("/", 1)[1]: r["reason"] for r in _read_jsonl(tmp_path / "prep" / "rejected.jsonl")}
+    assert rejected["never_downloaded.mp4"] == "file not found"
+    assert rejected["zero.mp4"] == "empty file (0 bytes)"
+    assert rejected["truncated.mp4"].startswith("cannot open video") and rejected["notes.mp4"].startswith("cannot")
+    assert len(rejected) == 4 and ds.summary["rejected_reasons"] == {
+        "file not found": 1, "empty file": 1, "cannot open video": 2}
     assert ds.labels == ["jumping", "swimming"] and ds.heldout_labels == ["running"]
     assert {r["split"] for r in ds.rows() if r["label"] == "jumping"} == {"train"}  # split from the file name
     assert len(ds.rows("heldout")) == 6 and all(r["label"] == "running" for r in ds.rows("heldout"))
