@@ -20,12 +20,15 @@ _FLAG_NAMES = {"data_source": ["--data-source", "--data"], "experiment": ["--mlf
 
 
 def _add_param_flags(parser: argparse.ArgumentParser) -> None:
-    from pipelines.params import help_text
+    from pipelines.params import defaults, help_text
 
     group = parser.add_argument_group("pipeline parameters (defaults: the tiny synthetic demo)")
+    default_values = defaults()
     for f in param_fields():
         flags = _FLAG_NAMES.get(f.name, ["--" + f.name.replace("_", "-")])
-        kwargs: dict[str, Any] = {"dest": "param_" + f.name, "default": None, "help": help_text(f.name) or None}
+        text = help_text(f.name)
+        text = f"{text + ' ' if text else ''}(default: {json.dumps(default_values[f.name])})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": "param_" + f.name, "default": None, "help": text}
         if str(f.type).startswith("list"):
             kwargs.update(nargs="*", metavar="VALUE")
         else:
@@ -68,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser("run", help="run the whole pipeline on this machine with kfp.local (tiny synthetic demo "
                                      "by default)")
-    run.add_argument("--workdir", default=".", help="folder for pipeline outputs, the MLflow store, synthetic data "
-                                                   "and stage scratch (default: current directory)")
+    run.add_argument("--workdir", default=".", help="folder for the pipeline outputs, the MLflow store and the "
+                                                   "synthetic data (default: current directory)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<workdir>/mlflow.db)")
     run.add_argument("--no-cache", action="store_true", help="disable kfp.local's task cache")
     run.add_argument("--quiet", action="store_true", help="print only the summary, not the task logs")

@@ -25,7 +25,7 @@ class PipelineParams:
     heldout_labels: list[str] = field(default_factory=list)  # labels kept out of fine-tuning (zero-shot eval)
     val_fraction: float = 0.25  # per-label validation fraction
     synthetic_dir: str = "/data/synthetic"  # where synthetic clips are generated (data volume)
-    synthetic_classes: list[str] = field(default_factory=list)  # "" = the 8 seen + 2 held-out default actions
+    synthetic_classes: list[str] = field(default_factory=list)  # empty: the 8 seen + 2 held-out default actions
     synthetic_clips_per_class: int = 8
     synthetic_pretrain_clips: int = 4  # extra captioned pre-training clips per synthetic class
     synthetic_frames: int = 16
