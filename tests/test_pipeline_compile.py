@@ -193,3 +193,16 @@ def test_cli_parameter_errors(capsys):
     assert "pipeline parameter 'finetune_epochs' expects float, got 'many'" in capsys.readouterr().err
     assert main(["pipeline", "run", "--finetune-overrides", "[1]"]) == 2
     assert "expects dict" in capsys.readouterr().err
+
+
+def test_run_summary_names_outputs_store_and_model(tmp_path):
+    from pipelines.local import LocalRun, TaskTiming, describe
+
+    run = LocalRun(workdir=tmp_path, run_dir=tmp_path / "pipeline-runs" / "actionclip-1", job_name="actionclip-1",
+                   tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", succeeded=True, seconds=12.5,
+                   timings=[TaskTiming("prepare-data", 3.0, "SUCCESS", 1.0)],
+                   registered={"model_uri": "models:/actionclip/3", "aliases": ["challenger"], "promoted": False})
+    text = describe(run)
+    assert str(run.run_dir) in text and run.tracking_uri in text
+    assert "models:/actionclip/3" in text and "aliases: challenger" in text and "prepare-data 3.0s" in text
+    assert run.timings[0].overhead_seconds == 2.0
