@@ -79,35 +79,44 @@ def loader_clips_per_s(rows, mode: str, resize_on_decode: bool, workers: int, ba
     return n / dt
 
 
-def stage_times(rows, num_frames: int, size: int) -> dict[str, float]:
-    """Per-clip milliseconds of each test-pipeline stage in this process (resize-on-decode vs not)."""
+def stage_times(rows, num_frames: int, size: int, rounds: int = 3) -> dict[str, float]:
+    """Per-clip milliseconds of each test-pipeline stage in this process (resize-on-decode vs not).
+
+    The two decode variants alternate which goes first (the first read of a clip is slower: ffmpeg/page-cache
+    warm-up), and the first round is discarded.
+    """
     from actionclip.data import TestTransform, normalize_video, open_video, sample_test_indices
     from actionclip.data.reader import short_side_size
     from actionclip.data.transforms import resize_short_side, scale_size
 
-    out = {"decode+scale (decord)": 0.0, "decode full": 0.0, "resize (torchvision)": 0.0, "crop+normalise": 0.0}
+    keys = ("decode+scale (decord)", "decode full", "resize (torchvision)", "crop+normalise")
     short = scale_size(size)
     t = TestTransform(size)
-    for r in rows + rows:  # the first pass only warms the page cache; the second is kept
-        if r is rows[0]:
-            out = dict.fromkeys(out, 0.0)
-        idx = sample_test_indices(r["frames"], num_frames).tolist()
-        w, h = short_side_size(r["width"], r["height"], short)
-        if (w, h) == (r["width"], r["height"]):
-            w = h = -1  # nothing to scale (what the dataset does too)
-        t0 = time.perf_counter()
-        with open_video(r["path"], width=w, height=h, threads=1) as v:
-            v.read(idx)
-        t1 = time.perf_counter()
-        with open_video(r["path"], threads=1) as v:
-            full = v.read(idx)
-        t2 = time.perf_counter()
-        small = resize_short_side(full, short)
-        t3 = time.perf_counter()
-        normalize_video(t(small)[None])
-        t4 = time.perf_counter()
-        for k, d in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            out[k] += d * 1000 / len(rows)
+    out = dict.fromkeys(keys, 0.0)
+    for rnd in range(rounds):
+        for j, r in enumerate(rows):
+            idx = sample_test_indices(r["frames"], num_frames).tolist()
+            w, h = short_side_size(r["width"], r["height"], short)
+            if (w, h) == (r["width"], r["height"]):
+                w = h = -1  # nothing to scale (what the dataset does too)
+            times = {}
+            for variant in (("scaled", "full") if (rnd + j) % 2 else ("full", "scaled")):
+                t0 = time.perf_counter()
+                with open_video(r["path"], width=w if variant == "scaled" else -1,
+                                height=h if variant == "scaled" else -1, threads=1) as v:
+                    frames = v.read(idx)
+                times[variant] = time.perf_counter() - t0
+                if variant == "full":
+                    full = frames
+            t2 = time.perf_counter()
+            small = resize_short_side(full, short)
+            t3 = time.perf_counter()
+            normalize_video(t(small)[None])
+            t4 = time.perf_counter()
+            if rnd == 0:
+                continue
+            for k, d in zip(keys, (times["scaled"], times["full"], t3 - t2, t4 - t3)):
+                out[k] += d * 1000 / (len(rows) * (rounds - 1))
     return out
 
 
