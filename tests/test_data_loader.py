@@ -35,7 +35,9 @@ def _collect_garbage() -> None:
 def test_train_items(prepared):
     rows = prepared.rows("train")
     ds = VideoClipDataset(rows, prepared.labels, T, SIZE, mode="train")
+    threads = torch.get_num_threads()
     item = ds[0]
+    assert torch.get_num_threads() == threads  # the single-thread loading window is restored
     assert set(item) == {"video", "label", "caption", "path"}
     assert item["video"].shape == (T, 3, SIZE, SIZE) and item["video"].dtype == torch.uint8
     assert item["label"] == prepared.labels.index(rows[0]["label"]) and item["caption"] == rows[0]["caption"]
