@@ -93,6 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sm.add_argument("--run-name", help="KFP run name")
     sm.add_argument("--namespace", help="Kubeflow namespace (multi-user installs)")
     sm.add_argument("--package", help="submit this compiled YAML instead of compiling now")
+    sm.add_argument("--pipeline-root", help="where the run's artifacts go (e.g. s3://bucket/pipelines; default: "
+                                            "the server's)")
+    sm.add_argument("--service-account", help="Kubernetes service account of the run's pods")
     sm.add_argument("--wait", action="store_true", help="wait for the run to finish and fail if it did")
     sm.add_argument("--timeout", type=int, default=24 * 3600, help="seconds to --wait (default 24 h)")
     sm.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -185,7 +188,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             client = kfp.Client(host=args.host, namespace=args.namespace)
             result = client.create_run_from_pipeline_package(
                 package, arguments=params, run_name=args.run_name, experiment_name=args.experiment,
-                namespace=args.namespace,
+                namespace=args.namespace, pipeline_root=args.pipeline_root, service_account=args.service_account,
             )
         except Exception as exc:  # connection refused, auth, API errors: one line naming the server
             raise ActionCLIPError(f"could not submit to {args.host}: {type(exc).__name__}: "
