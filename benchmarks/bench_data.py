@@ -64,8 +64,9 @@ def loader_clips_per_s(rows, mode: str, resize_on_decode: bool, workers: int, ba
     each from ``iter(loader)`` (prefetch ramp-up included) to the last batch, normalising every batch."""
     from actionclip.data import VideoClipDataset, make_loader, normalize_video
 
+    # decode_scale_min_ratio=1 forces decoder scaling whenever the size differs, to compare the two paths
     ds = VideoClipDataset(rows, ["class0", "class1", "class2", "class3"], num_frames, size, mode=mode,
-                          resize_on_decode=resize_on_decode)
+                          resize_on_decode=resize_on_decode, decode_scale_min_ratio=1.0)
     loader = make_loader(ds, batch_size=batch, shuffle=True, workers=workers, seed=0)
     for b in loader:  # warm-up epoch
         normalize_video(b["video"])
