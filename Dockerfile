@@ -56,6 +56,10 @@ RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     pip check; \
     python -c "import actionclip"
 
+LABEL org.opencontainers.image.title="actionclip" \
+      org.opencontainers.image.description="ActionCLIP video-text action recognition: library, KFP components, serving" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
 USER ${UID}:${UID}
 WORKDIR /home/actionclip
 CMD ["actionclip", "--help"]
