@@ -204,7 +204,8 @@ def _log_and_register(client, model_dir, scalars, name, labels, prompt, metric, 
     try:
         tracker.log_params({**lineage, "registered_model": name, "metric": metric, "int8": int8})
         tracker.log_metrics(scalars)
-        with mlflow.start_run(run_id=tracker.run_id):
+        # nested: the caller (a notebook, a KFP step) may already have an active fluent run
+        with mlflow.start_run(run_id=tracker.run_id, nested=mlflow.active_run() is not None):
             info = log_pyfunc(model_dir, labels, prompt, int8=int8, params=lineage or None,
                               tags={TAG_KEY: key})
         version_tags = {TAG_KEY: key, TAG_METRIC: metric, TAG_METRIC_VALUE: repr(scalars[metric]),
