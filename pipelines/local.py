@@ -142,6 +142,9 @@ def run_local(
     if pipeline is None:
         from pipelines.pipeline import actionclip_pipeline as pipeline
 
+    from pipelines.params import check_names
+
+    check_names(params or {})
     paths = local_paths(workdir)
     for key in ("pipeline_root", "cache_root"):
         paths[key].mkdir(parents=True, exist_ok=True)

@@ -93,15 +93,21 @@ def help_text(name: str) -> str:
     return ""
 
 
+def check_names(params: Any) -> None:
+    """``ConfigError`` naming the first key of ``params`` that is not a pipeline parameter."""
+    import difflib
+
+    names = [f.name for f in param_fields()]
+    for key in params:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise ConfigError(f"unknown pipeline parameter {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
 def parse_value(name: str, text: str) -> Any:
     """Convert a command-line string to the parameter's type (lists: comma-separated; dicts: JSON)."""
-    types = {f.name: f.type for f in param_fields()}
-    if name not in types:
-        import difflib
-
-        close = difflib.get_close_matches(name, types, n=1)
-        raise ConfigError(f"unknown pipeline parameter {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    tp = str(types[name])
+    check_names([name])
+    tp = str({f.name: f.type for f in param_fields()}[name])
     try:
         if tp == "bool":
             low = text.lower()

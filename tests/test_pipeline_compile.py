@@ -206,3 +206,12 @@ def test_run_summary_names_outputs_store_and_model(tmp_path):
     assert str(run.run_dir) in text and run.tracking_uri in text
     assert "models:/actionclip/3" in text and "aliases: challenger" in text and "prepare-data 3.0s" in text
     assert run.timings[0].overhead_seconds == 2.0
+
+
+def test_unknown_parameter_is_named(tmp_path):
+    from actionclip.errors import ConfigError
+    from pipelines.local import run_local
+
+    with pytest.raises(ConfigError, match="unknown pipeline parameter 'finetune_epoch' .*'finetune_epochs'"):
+        run_local(tmp_path, {"finetune_epoch": 2})
+    assert not (tmp_path / "pipeline-runs").exists()  # refused before anything ran
