@@ -67,8 +67,7 @@ start_engine() {
     setsid dockerd --data-root "$STATE/data" --exec-root "$STATE/exec" -H "unix://$SOCK" --pidfile "$PIDFILE" \
         --iptables=false --ip-forward=false --bridge=none \
         </dev/null >"$STATE/dockerd.log" 2>&1 9>&- &
-    local i
-    for i in $(seq 1 120); do
+    for _ in $(seq 1 120); do
         engine_up && { log "engine up"; return; }
         kill -0 $! 2>/dev/null || break
         sleep 0.5
@@ -78,11 +77,11 @@ start_engine() {
 }
 
 stop_engine() {
-    local pid i
+    local pid
     if pid=$(engine_pid); then
         log "stopping dockerd (pid $pid)"
         kill -TERM "$pid"
-        for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
         kill -0 "$pid" 2>/dev/null && die 1 "dockerd (pid $pid) did not stop within 30 s"
     fi
     # dockerd leaves an nsfs mount under its exec root; deepest first so the folder can be deleted.
