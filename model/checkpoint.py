@@ -155,10 +155,20 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
     except (zipfile.BadZipFile, EOFError, SafetensorError) as exc:
         raise CheckpointError(f"{p}: truncated or corrupt checkpoint ({type(exc).__name__}: {exc})") from exc
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{p}: not a loadable checkpoint (refused by the weights-only unpickler: {exc})") from exc
+        raise CheckpointError(f"{p}: not a loadable checkpoint (refused by the weights-only unpickler: "
+                              f"{_first_informative_line(str(exc))})") from exc
     except Exception as exc:  # the unpicklers raise many types (IndexError, ValueError, RuntimeError) on garbage
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = _first_informative_line(str(exc)) if str(exc) else type(exc).__name__
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(exc).__name__}: {msg})") from exc
+
+
+def _first_informative_line(message: str) -> str:
+    """torch's unpickling errors span many lines of advice; keep the line that names the cause."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error" in line or "Unsupported" in line:
+            return line
+    return lines[0] if lines else "unknown error"
 
 
 def detect_format(content: Any, container: str) -> str:
