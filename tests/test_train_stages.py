@@ -26,6 +26,15 @@ HELDOUT = ["shaking"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine several times faster than two contending ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """4 seen classes x 4 clips (3 train / 1 val each), 1 held-out class, 1 captioned pre-train clip per class."""
@@ -182,6 +191,18 @@ def test_stage_functions_and_clis_round_out(pipeline, prepared, tmp_path, capsys
     ev = evaluate(EvaluateConfig(data=str(prepared), model=res["paths"]["model"], out_dir=str(tmp_path / "ev"),
                                  heldout=False, plots=False, tracking=False, num_workers=0))
     assert "zero_shot_top1" not in ev.metrics and 0 <= ev.metrics["top1"] <= 1 and "confusion_png" not in ev.paths
+
+
+def test_clip_cache_gives_the_same_training(prepared, tmp_path):
+    """--cache-clips only saves decoding: augmented clips, hence losses, are the same as without it."""
+    losses = []
+    for cache in (False, True):
+        res = finetune(FinetuneConfig(data=str(prepared), model="tiny-8", out_dir=str(tmp_path / str(cache)),
+                                      cache_clips=cache, max_steps=3, epochs=2, batch_size=4, warmup_epochs=0,
+                                      lr=1e-4, flip=True, num_workers=0, val_every=0, tracking=False, quiet=True))
+        hist = json.loads((Path(res.paths["model"]) / "history.json").read_text())
+        losses.append([s["loss"] for s in hist["steps"]])
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
 def test_user_errors_are_one_line(prepared, tmp_path, capsys):

@@ -119,7 +119,7 @@ class TrainingConfig(StageConfig):
     augment: bool = True  # random frames + crops (TrainTransform); off: the test sampling and centre crop
     flip: bool = True  # random horizontal flips when augmenting (turn off when left/right is part of the label)
     color_jitter: bool = True  # ActionCLIP's colour jitter and random grayscale when augmenting
-    cache_clips: bool = False  # with --no-augment: keep decoded clips in memory after their first load
+    cache_clips: bool = False  # keep every decoded video in memory (per loader worker); sampling/augmentation still run
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
     keep_checkpoints: int = 2  # newest step checkpoints kept (epoch-end ones count too)
     resume: str = "auto"  # auto: newest checkpoint in out_dir/checkpoints if any; never; or a checkpoint path
@@ -150,8 +150,6 @@ class TrainingConfig(StageConfig):
         bad = [t for t in self.freeze if t not in TOWERS]
         if bad:
             raise ConfigError(f"{self.STAGE} config: freeze accepts {', '.join(TOWERS)}; got {', '.join(bad)}")
-        if self.cache_clips and self.augment:
-            raise ConfigError(f"{self.STAGE} config: cache_clips needs --no-augment (augmented clips change every epoch)")
         if self.warmup_epochs > self.epochs > 0:
             raise ConfigError(
                 f"{self.STAGE} config: warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})"

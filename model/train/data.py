@@ -31,23 +31,21 @@ def item_seed(*parts: int | str) -> int:
 class SeededClips(Dataset):
     """Wraps a clip dataset so item randomness depends only on (seed, epoch, index).
 
-    Set ``epoch`` before creating each epoch's loader iterator (workers receive a copy of this object then).
+    Keys are ``(epoch, index)`` pairs (what ``RankBatchSampler`` yields, so persistent loader workers always know
+    the epoch) or plain indices, which use the ``epoch`` attribute.
     """
 
-    def __init__(self, base: Dataset, seed: int, cache: bool = False) -> None:
+    def __init__(self, base: Dataset, seed: int) -> None:
         self.base = base
         self.seed = seed
         self.epoch = 0
-        # Only for deterministic (test-mode) clips: each process keeps what it loaded.
-        self.cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.cache is not None and index in self.cache:
-            return dict(self.cache[index])
-        s = item_seed(self.seed, "item", self.epoch, index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        s = item_seed(self.seed, "item", epoch, index)
         np_state, py_state = np.random.get_state(), random.getstate()
         # fork_rng restores the torch RNG afterwards, so loading in the main process (num_workers=0) does not shift
         # the training loop's own random stream.
@@ -61,13 +59,11 @@ class SeededClips(Dataset):
                 np.random.set_state(np_state)
                 random.setstate(py_state)
         item["index"] = index
-        if self.cache is not None:
-            self.cache[index] = item
-        return dict(item)
+        return item
 
 
-class RankBatchSampler(Sampler[list[int]]):
-    """Yields this rank's index lists, one per micro-batch, for one epoch (drop-last: every batch is full).
+class RankBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Yields this rank's (epoch, index) lists, one per micro-batch, for one epoch (drop-last: every batch is full).
 
     Args:
         num_items: dataset length.
@@ -101,7 +97,7 @@ class RankBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(self.batches_per_epoch - self.start, 0)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(item_seed(self.seed, "order", self.epoch))
             order = torch.randperm(self.num_items, generator=g).tolist()
@@ -110,7 +106,56 @@ class RankBatchSampler(Sampler[list[int]]):
         G, b = self.global_micro_batch, self.per_rank
         for j in range(self.start, self.batches_per_epoch):
             chunk = order[j * G:(j + 1) * G]
-            yield chunk[self.rank * b:(self.rank + 1) * b]
+            yield [(self.epoch, i) for i in chunk[self.rank * b:(self.rank + 1) * b]]
+
+
+class CachedVideos(Dataset):
+    """A ``VideoClipDataset`` (one view per item) that decodes each video once and keeps all its frames in memory.
+
+    Frame sampling (train: random TSN indices, test: segment midpoints) and the dataset's transform still run on
+    every item, so augmentation is unchanged; only the decoding is saved. Each loader worker keeps its own cache
+    (use persistent workers). Memory: frames x 3 x H x W bytes per video at the decode size (short side
+    ``size * 256 // 224``). A video whose frames cannot all be read falls back to the dataset's own loading.
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.frames: dict[int, torch.Tensor | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _decode_all(self, index: int) -> torch.Tensor | None:
+        from actionclip.data import read_frames
+        from actionclip.data.reader import short_side_size
+        from actionclip.data.transforms import resize_short_side
+
+        row = self.base.rows[index]
+        n = int(row.get("frames") or 0)
+        if n < 1:
+            return None
+        w = h = -1
+        if self.base.resize_on_decode and row.get("width") and row.get("height"):
+            w, h = short_side_size(int(row["width"]), int(row["height"]), self.base.short_side)
+        try:
+            return resize_short_side(read_frames(row["path"], list(range(n)), width=w, height=h),
+                                     self.base.short_side)
+        except Exception:  # bad or short file: let the dataset's retry/substitute policy handle it per item
+            return None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from actionclip.data import sample_test_indices, sample_train_indices
+
+        if index not in self.frames:
+            self.frames[index] = self._decode_all(index)
+        frames = self.frames[index]
+        if frames is None:
+            return self.base[index]
+        T = self.base.num_frames
+        idx = sample_train_indices(len(frames), T) if self.base.mode == "train" else sample_test_indices(len(frames), T)
+        row = self.base.rows[index]
+        return {"video": self.base.transform(frames[idx]), "label": self.base.label_of(row),
+                "caption": row.get("caption") or "", "path": row["path"]}
 
 
 def few_shot_rows(rows: Sequence[dict], k: int, seed: int) -> list[dict]:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from actionclip.errors import ActionCLIPError, CheckpointError, ConfigError
 from actionclip.train import checkpointing as ckpt
 from actionclip.train.config import TrainingConfig
-from actionclip.train.data import RankBatchSampler, SeededClips
+from actionclip.train.data import CachedVideos, RankBatchSampler, SeededClips
 from actionclip.train.distributed import DistEnv, barrier
 from actionclip.train.losses import gather_features, stage_loss
 from actionclip.train.optim import build_optimizer, freeze_towers
@@ -171,12 +171,11 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
-    cache = cfg.cache_clips and not cfg.augment
-    seeded = SeededClips(job.dataset, cfg.seed, cache=cache)
-    # Workers normally restart each epoch so they see the new epoch number; cached (deterministic) clips need no
-    # epoch, and persistent workers keep their caches.
+    dataset = CachedVideos(job.dataset) if cfg.cache_clips else job.dataset
+    seeded = SeededClips(dataset, cfg.seed)
+    # The sampler passes the epoch with every index, so workers can persist (and keep their caches).
     loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", persistent_workers=cache and cfg.num_workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     amp = autocast_dtype(cfg.precision, device)
     ckpt_dir = cfg.output_dir / "checkpoints"
 
