@@ -57,9 +57,11 @@ def close_run(
     from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("close-run"):
-        from actionclip.train import tracking
+        # MLflow's own URI resolution (MLFLOW_TRACKING_URI, else <cwd>/mlflow.db) is the tracking module's
+        # convention; importing that module would load torch into a task that only talks to MLflow.
+        from mlflow.tracking import MlflowClient
 
-        client = tracking.client()
+        client = MlflowClient()
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             print(f"no MLflow experiment {experiment!r}: nothing to close")
