@@ -57,11 +57,9 @@ def close_run(
     from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("close-run"):
-        # MLflow's own URI resolution (MLFLOW_TRACKING_URI, else <cwd>/mlflow.db) is the tracking module's
-        # convention; importing that module would load torch into a task that only talks to MLflow.
-        from mlflow.tracking import MlflowClient
+        from actionclip.train import tracking
 
-        client = MlflowClient()
+        client = tracking.client()
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             print(f"no MLflow experiment {experiment!r}: nothing to close")
