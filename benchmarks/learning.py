@@ -2,12 +2,13 @@
 
 On the synthetic action dataset (real H.264 clips, one object per clip; "moving left/right/up/down" differ only in
 temporal order, since every frame of a "left" clip is distributed like a frame of a "right" clip) with the tiny-8
-preset on CPU, three arms run as parallel processes (one torch thread each):
+preset on CPU (one torch thread per process):
 
-* finetune-Transf: ActionCLIP fine-tuning (KL objective, random template per clip) from random init, Transf fusion;
-* finetune-meanP: the same with meanP fusion (a frame average: blind to temporal order);
-* caption-pretrain: CLIP InfoNCE on the captions of the "pretrain" + "train" splits from random init; the captions
-  mention every action, held-out ones included, but held-out classes are never fine-tuned on.
+* caption-pretrain (first): CLIP InfoNCE on the captions of the "pretrain" + "train" splits from random init; the
+  captions mention every action, held-out ones included, but held-out classes are never fine-tuned on;
+* finetune-Transf (then, in parallel with the next): ActionCLIP fine-tuning (KL objective, random template per clip)
+  of the caption-pre-trained towers with the Transf fusion;
+* finetune-meanP: the same with meanP fusion (a frame average: blind to temporal order).
 
 Then each model is evaluated (val top-1/top-5, accuracy on the four direction classes, zero-shot top-1 on the
 held-out classes vs chance). Budgets are optimiser steps: direction is learned only after several hundred steps.
@@ -39,20 +40,22 @@ def run_arm(arm: str, args: argparse.Namespace, prepared: Path, work: Path) -> d
 
     splits = json.loads((prepared / "summary.json").read_text())["splits"]
     common = dict(data=str(prepared), tracking=False, quiet=True, threads=1, seed=args.seed)
-    train = dict(common, lr=args.lr, fusion_lr_mult=1.0, num_workers=0, augment=True, flip=False,
-                 color_jitter=False, cache_clips=True, resume="never", val_every=10**6, log_every=50)
+    train = dict(common, lr=args.lr, fusion_lr_mult=1.0, weight_decay=args.weight_decay, num_workers=0, augment=True,
+                 flip=False, color_jitter=False, cache_clips=True, resume="never", log_every=50)
     t0 = time.perf_counter()
     if arm == "caption-pretrain":
         n = splits.get("pretrain", 0) + splits["train"]
         ep = args.pretrain_steps / (n // args.pretrain_batch)
         res = pretrain(PretrainConfig(**train, model="tiny-8", out_dir=str(work / arm), epochs=ep,
-                                      warmup_epochs=ep / 20, batch_size=args.pretrain_batch))
+                                      warmup_epochs=ep / 20, batch_size=args.pretrain_batch, val_every=max(1, int(ep) // 6)))
     else:
         fusion = arm.split("-")[1]
-        init = pretrain(PretrainConfig(**common, model="tiny-8", fusion=fusion, out_dir=str(work / f"init-{fusion}")))
+        # start from the caption-pre-trained towers when given (the fusion is swapped in for meanP), else random
+        init = pretrain(PretrainConfig(**common, model=args.init or "tiny-8", fusion=fusion,
+                                       out_dir=str(work / f"init-{fusion}")))
         ep = args.finetune_steps / (splits["train"] // args.batch_size)
         res = finetune(FinetuneConfig(**train, model=init.paths["model"], out_dir=str(work / arm), epochs=ep,
-                                      warmup_epochs=ep / 20, batch_size=args.batch_size))
+                                      warmup_epochs=ep / 20, batch_size=args.batch_size, val_every=max(1, int(ep) // 6)))
     seconds = time.perf_counter() - t0
     ev = evaluate(EvaluateConfig(**common, model=res.paths["model"], out_dir=str(work / f"eval-{arm}"),
                                  num_workers=0, batch_size=32))
@@ -74,8 +77,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--pretrain-batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--init", default="", help="model to fine-tune from (default: the caption-pretrain arm's, if run)")
     ap.add_argument("--arm", default="", help=argparse.SUPPRESS)  # child process: run one arm
     args = ap.parse_args()
 
@@ -94,27 +99,38 @@ def main() -> None:
     splits = json.loads((prepared / "summary.json").read_text())["splits"]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--arms")]
-    procs = {}
-    for arm in args.arms:
-        log = open(work / f"{arm}.log", "w")
-        procs[arm] = (subprocess.Popen([sys.executable, __file__, *passthrough, "--work", str(work), "--arm", arm],
-                                       env=env, stdout=subprocess.PIPE, stderr=log, text=True), log)
     t0 = time.perf_counter()
     rows = []
-    for arm, (proc, log) in procs.items():
-        out, _ = proc.communicate()
-        log.close()
-        line = [ln for ln in out.splitlines() if ln.startswith("ROW ")]
-        if proc.returncode or not line:
-            print(f"{arm} failed (see {work / (arm + '.log')})", file=sys.stderr)
-            continue
-        rows.append(json.loads(line[0][4:]))
+
+    def launch(arms: list[str], init: str) -> None:
+        """Run arms as parallel processes and collect their rows."""
+        extra = ["--init", init] if init else []
+        passthrough = [a for a in sys.argv[1:] if a not in ("--arms", *ARMS)]
+        procs = {}
+        for arm in arms:
+            log = open(work / f"{arm}.log", "w")
+            procs[arm] = (subprocess.Popen([sys.executable, __file__, *passthrough, *extra, "--work", str(work),
+                                            "--arm", arm], env=env, stdout=subprocess.PIPE, stderr=log, text=True), log)
+        for arm, (proc, log) in procs.items():
+            out, _ = proc.communicate()
+            log.close()
+            line = [ln for ln in out.splitlines() if ln.startswith("ROW ")]
+            if proc.returncode or not line:
+                print(f"{arm} failed (see {work / (arm + '.log')})", file=sys.stderr)
+                continue
+            rows.append(json.loads(line[0][4:]))
+
+    # phase 1: caption pre-training; phase 2: both fine-tunings from its towers, in parallel
+    init = args.init
+    if "caption-pretrain" in args.arms:
+        launch(["caption-pretrain"], "")
+        init = init or str(work / "caption-pretrain" / "model")
+    launch([a for a in args.arms if a != "caption-pretrain"], init)
     wall = time.perf_counter() - t0
 
     print(f"synthetic: {len(CLASSES) - len(HELDOUT)} fine-tuning classes + {len(HELDOUT)} held-out; splits {splits}; "
           f"tiny-8; fine-tune batch {args.batch_size}, caption batch {args.pretrain_batch}, lr {args.lr}; "
-          f"{len(procs)} arms in parallel, 1 thread each, wall {wall:.0f} s")
+          f"fine-tuned from {init or 'random init'}; 1 thread per arm, wall {wall:.0f} s")
     cols = ("run", "steps", "train_s", "final_train_loss", "val_top1", "val_top5", "direction_acc",
             "heldout_zero_shot", "chance_heldout")
     print("| " + " | ".join(cols) + " |")
