@@ -224,3 +224,22 @@ def test_classification_metrics():
     assert m["mean_class_acc"] == 0.5
     assert m["confusion"] == [[1, 0, 1], [1, 1, 0], [0, 0, 0]]
     assert m["top5"] == 1.0 and not math.isnan(m["top5"])
+
+
+def test_prompt_bank_follows_weights_updated_by_the_fused_optimiser():
+    """Validation during training must see the current text tower (a fused AdamW step does not bump the parameters'
+    version counters, which a version-keyed cache would miss)."""
+    from actionclip import create_model, tokenize
+    from actionclip.train.optim import build_optimizer
+    from actionclip.train.scoring import prompt_bank
+
+    torch.manual_seed(0)
+    model = create_model("tiny-8")
+    before = prompt_bank(model, ["left", "right"], ["{}", "a video of {}"])
+    assert before.shape == (2, 2, model.embed_dim)
+    opt = build_optimizer(model, lr=1e-2)
+    model.train()
+    model.encode_text(tokenize(["left"])).pow(2).sum().backward()
+    opt.step()
+    after = prompt_bank(model, ["left", "right"], ["{}", "a video of {}"])
+    assert not torch.allclose(before, after)

@@ -67,12 +67,19 @@ def encode_clips(model: nn.Module, loader: DataLoader, device: torch.device, pre
 
 
 @torch.no_grad()
-def prompt_bank(model: nn.Module, labels: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """[K, C, D] L2-normalised prompt features on CPU (template-major), via ``actionclip.encode_prompts``."""
-    from actionclip import encode_prompts
+def prompt_bank(model: nn.Module, labels: Sequence[str], templates: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+    """[K, C, D] L2-normalised prompt features on CPU (template-major: row k, column c = template k on label c).
+
+    Computed afresh on every call, not through ``actionclip.encode_prompts``' cache: during training the weights
+    change under a fused optimiser, which does not bump the tensors' version counters that the cache keys on.
+    """
+    from actionclip import build_prompts, tokenize
 
     model.eval()
-    return encode_prompts(model, list(labels), list(templates)).float().cpu()
+    device = next(model.parameters()).device
+    ids = tokenize(build_prompts(list(labels), list(templates)), context_length=model.context_length, truncate=True)
+    feats = torch.cat([model.encode_text(ids[i:i + batch_size].to(device)) for i in range(0, len(ids), batch_size)])
+    return F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1).cpu()
 
 
 def view_scores(feats: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
