@@ -72,6 +72,12 @@ class ActionCLIP(nn.Module):
         """Returns the (not normalised) video [B, D] and text [N, D] embeddings."""
         return self.encode_video(video), self.encode_text(ids)
 
+    def train(self, mode: bool = True) -> "ActionCLIP":
+        from actionclip.zeroshot import clear_prompt_cache
+
+        clear_prompt_cache(self)  # weights may change while training; cached prompt features would go stale
+        return super().train(mode)
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters split as ActionCLIP's optimiser does: image tower, text side (incl. ``logit_scale``), fusion."""
         return {

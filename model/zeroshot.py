@@ -60,9 +60,14 @@ def build_prompts(labels: Sequence[str], templates: Sequence[str] | None = None)
     return [t.replace("{}", label) for t in templates for label in labels]
 
 
-# Per-model caches of prompt features. The key includes the text parameters' in-place version counters, so an
-# optimiser step (which bumps them) invalidates the cache without any bookkeeping by the caller.
+# Per-model caches of prompt features. Two guards keep them fresh: the key includes the text parameters' in-place
+# version counters (bumped by ordinary optimiser steps and load_state_dict), and ``ActionCLIP.train()`` empties the
+# cache, because fused optimiser kernels update weights without bumping those counters.
 _CACHES: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def clear_prompt_cache(model: torch.nn.Module) -> None:
+    _CACHES.pop(model, None)
 
 
 def _weights_version(model: torch.nn.Module) -> int:

@@ -148,6 +148,15 @@ def test_zero_shot_scoring_and_text_cache():
     with torch.no_grad():
         model.text.text_projection.add_(0.1)
     assert actionclip.encode_prompts(model, labels) is not feats
+    # fused optimiser kernels do not bump version counters; a train()/eval() round trip clears the cache
+    cached = actionclip.encode_prompts(model, labels)
+    opt = torch.optim.AdamW(model.text.parameters(), lr=0.1, fused=True)
+    model.train()
+    model.text.text_projection.sum().backward()
+    opt.step()
+    model.eval()
+    fresh = actionclip.encode_prompts(model, labels)
+    assert fresh is not cached and not torch.allclose(fresh, cached)
 
 
 def test_prompt_errors():
