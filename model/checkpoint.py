@@ -374,8 +374,7 @@ def load(source: str | os.PathLike[str], num_frames: int | None = None, fusion: 
         if state is not None and any(k.startswith("fusion.") for k in state):
             log.warning("%s: ignoring the checkpoint's %s fusion weights, using a new %s", where, cfg.fusion.kind, fusion)
         state = {k: v for k, v in state.items() if not k.startswith("fusion.")} if state is not None else None
-        data["fusion"] = dict(FusionConfig(kind=fusion).__dict__, ln_eps=cfg.fusion.ln_eps)
-        data["fusion"]["kind"] = canonical_fusion(fusion)
+        data["fusion"]["kind"] = canonical_fusion(fusion)  # keeps the source's layers / position rows / eps
     if num_frames is not None:
         data["num_frames"] = num_frames
     try:

@@ -184,6 +184,9 @@ def test_num_frames_and_fusion_overrides(tmp_path, reference):
                 "fusion_model_state_dict": {"module." + k: v for k, v in fusion.state_dict().items()}}, path)
     assert actionclip.load(path, num_frames=32).num_frames == 32
     assert actionclip.load(path, fusion="meanP").config.fusion.kind == "meanP"
+    # switching the fusion of a preset keeps the preset's fusion depth
+    tiny = actionclip.load("tiny-8", fusion="Transf_cls").config.fusion
+    assert tiny.kind == "Transf_cls" and tiny.layers == 2
 
 
 # ------------------------------------------------------------------------------------------------------------------
