@@ -88,6 +88,24 @@ def test_action_content_is_what_the_label_says():
         assert (still > 0).all()
 
 
+def test_periodic_actions_survive_test_time_sampling():
+    """Blinking and shaking stay visible as such in the T=8 test frames of a 16-frame clip (a 1-frame toggle would
+    alias with the stride-2 sampling and look static)."""
+    from actionclip.data import sample_test_indices
+
+    idx = sample_test_indices(16, 8).numpy()
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        blink = render_clip("blinking", "square", "white", "large", 16, 64, 0.0, rng).astype(float)
+        vis = (blink.min(axis=-1) > 235).sum(axis=(1, 2))[idx]
+        assert (vis == 0).any() and (vis > 0).any(), seed
+        rng = np.random.default_rng(seed)
+        shake = render_clip("shaking", "square", "white", "large", 16, 64, 0.0, rng).astype(float)
+        mask = shake.min(axis=-1) > 235
+        cols = [np.nonzero(m.any(axis=0))[0].mean() for m in mask[idx]]
+        assert max(cols) - min(cols) > 1.0, seed
+
+
 def _object_x(frame: np.ndarray) -> float:
     """Circular mean x of the red object's pixels (positions wrap around the frame) in radians."""
     f = frame.astype(int)

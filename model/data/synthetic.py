@@ -117,12 +117,14 @@ def _motion(action: str, F: int, S: int, r: float, rng: np.random.Generator) -> 
         omega = rng.uniform(np.pi / 12, np.pi / 6) * rng.choice([-1.0, 1.0])
         angle = angle + omega * t
     elif action == "blinking":
-        period = int(rng.integers(1, 3))
+        # at least 2 frames per on/off phase: a 1-frame toggle aliases with the stride-2 test sampling of a 16-frame
+        # clip at T=8 (every sampled frame lands in the same phase, so the clip looks static or empty)
+        period = int(rng.integers(2, 4))
         phase = int(rng.integers(0, 2 * period))
         visible = ((t.astype(int) + phase) // period) % 2 == 0
     elif action == "shaking":
         amp = rng.uniform(0.04, 0.07) * S
-        cx = x0 + amp * np.where(t.astype(int) % 2 == 0, 1.0, -1.0)
+        cx = x0 + amp * np.where((t.astype(int) // 2) % 2 == 0, 1.0, -1.0)  # 2-frame phases, as blinking
     elif action == "bouncing":
         amp = rng.uniform(0.15, 0.25) * S
         cy = y0 - amp * np.abs(np.sin(np.pi * t / rng.uniform(4, 8)))
