@@ -103,6 +103,16 @@ def copy_dir(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
+def publish_model(model_artifact: Any, result: Any, stage: str, dataset_artifact: Any, **extra: str) -> None:
+    """Copy a training stage's model directory into its KFP ``Model`` artifact and label it for the UI and lineage
+    (framework, format, stage, MLflow run id, dataset hash, plus ``extra``)."""
+    copy_dir(result.paths["model"], model_artifact.path)
+    model_artifact.metadata.update({
+        "framework": "actionclip", "format": "safetensors", "stage": stage, "mlflow_run_id": result.run_id or "",
+        "dataset_hash": dataset_artifact.metadata.get("dataset_hash", ""), **extra,
+    })
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -54,7 +54,7 @@ def finetune_model(
         work_root: shared directory for resumable checkpoints (empty: a temporary directory).
         job_name: the KFP job name (filled in by KFP).
     """
-    from components._runtime import build_config, copy_dir, log_scalars, stage_errors, timed, work_dir
+    from components._runtime import build_config, log_scalars, publish_model, stage_errors, timed, work_dir
 
     with stage_errors("finetune"), work_dir(work_root, job_name, "finetune") as scratch:
         from actionclip.train import FinetuneConfig, finetune
@@ -80,10 +80,5 @@ def finetune_model(
         }, overrides)
         with timed("finetune"):
             result = finetune(cfg)
-        copy_dir(result.paths["model"], model.path)
+        publish_model(model, result, "finetune", dataset)
         log_scalars(metrics, result.metrics)
-        model.metadata.update({
-            "framework": "actionclip", "format": "safetensors", "stage": "finetune",
-            "mlflow_run_id": result.run_id or "",
-            "dataset_hash": dataset.metadata.get("dataset_hash", ""),
-        })

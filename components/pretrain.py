@@ -53,7 +53,7 @@ def pretrain_model(
         work_root: shared directory for resumable checkpoints (empty: a temporary directory).
         job_name: the KFP job name (filled in by KFP).
     """
-    from components._runtime import build_config, copy_dir, log_scalars, stage_errors, timed, work_dir
+    from components._runtime import build_config, log_scalars, publish_model, stage_errors, timed, work_dir
 
     with stage_errors("pretrain"), work_dir(work_root, job_name, "pretrain") as scratch:
         from actionclip.train import PretrainConfig, pretrain
@@ -83,10 +83,5 @@ def pretrain_model(
         }, overrides)
         with timed("pretrain"):
             result = pretrain(cfg)
-        copy_dir(result.paths["model"], model.path)
+        publish_model(model, result, "pretrain", dataset, source=weights or preset)
         log_scalars(metrics, result.metrics)
-        model.metadata.update({
-            "framework": "actionclip", "format": "safetensors", "stage": "pretrain",
-            "source": weights or preset, "mlflow_run_id": result.run_id or "",
-            "dataset_hash": dataset.metadata.get("dataset_hash", ""),
-        })
