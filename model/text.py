@@ -21,6 +21,7 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=cfg.width**-0.5)
+        self.transformer.init_clip_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids [N, L] (SOT ... EOT, zero padded) -> embeddings [N, embed_dim] (not normalised).

@@ -13,6 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from actionclip.config import VisionConfig
+from actionclip.layers import init_clip_blocks_
 
 
 def build_vision_tower(cfg: VisionConfig, embed_dim: int) -> VisionTransformer:
@@ -33,8 +34,25 @@ def build_vision_tower(cfg: VisionConfig, embed_dim: int) -> VisionTransformer:
     )
     # CLIP's projection has no bias; keep the parameter set identical to CLIP's.
     model.head = nn.Linear(cfg.width, embed_dim, bias=False)
-    nn.init.normal_(model.head.weight, std=cfg.width**-0.5)
+    init_clip_vision_(model)
     return model
+
+
+def init_clip_vision_(model: VisionTransformer) -> None:
+    """CLIP's initialisation instead of timm's: class token, position table and projection ~ N(0, width^-0.5)
+    (timm draws the class token with std 1e-6 and positions with 0.02, which leaves a random tower's class-token
+    output nearly the same for every image), and CLIP's block rule (``init_clip_blocks_``); biases zero."""
+    width = model.embed_dim
+    with torch.no_grad():
+        for p in (model.cls_token, model.pos_embed, model.head.weight):
+            nn.init.normal_(p, std=width**-0.5)
+        for b in model.blocks:
+            nn.init.zeros_(b.attn.qkv.bias)
+            nn.init.zeros_(b.attn.proj.bias)
+            nn.init.zeros_(b.mlp.fc1.bias)
+            nn.init.zeros_(b.mlp.fc2.bias)
+    init_clip_blocks_([(b.attn.qkv.weight, b.attn.proj.weight, b.mlp.fc1.weight, b.mlp.fc2.weight) for b in model.blocks],
+                      width)
 
 
 def openai_visual_to_timm(state: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
