@@ -32,6 +32,9 @@ def train_transform(cfg: Any, size: int):
         t.flip_p = 0.0
     if not cfg.color_jitter:
         t.jitter_p, t.grayscale_p = 0.0, 0.0
+    if not cfg.multiscale_crop:
+        # one full-side candidate and no fixed-offset variety: a centred crop of the short side, resized
+        t.scales, t.max_distort, t.more_fix_crop = (1.0,), 0, False
     return t
 
 
