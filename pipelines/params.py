@@ -13,6 +13,10 @@ from typing import Any
 from actionclip.errors import ConfigError
 
 
+# training overrides of the demo (see PipelineParams.pretrain_overrides); docs/training.md has the measurements
+DEMO_TRAINING = {"flip": False, "color_jitter": False, "multiscale_crop": False, "weight_decay": 0.05}
+
+
 @dataclass
 class PipelineParams:
     """Every knob of the pipeline. Defaults: the tiny synthetic CPU demo (`actionclip pipeline run`)."""
@@ -26,19 +30,19 @@ class PipelineParams:
     val_fraction: float = 0.25  # per-label validation fraction
     synthetic_dir: str = "/data/synthetic"  # where synthetic clips are generated (data volume)
     synthetic_classes: list[str] = field(default_factory=list)  # empty: the 8 seen + 2 held-out default actions
-    synthetic_clips_per_class: int = 8
-    synthetic_pretrain_clips: int = 4  # extra captioned pre-training clips per synthetic class
+    synthetic_clips_per_class: int = 300
+    synthetic_pretrain_clips: int = 20  # extra captioned pre-training clips per synthetic class
     synthetic_frames: int = 16
     synthetic_size: int = 64
     # model and pre-training
-    preset: str = "tiny-8"  # architecture preset, e.g. ViT-B/32-8
+    preset: str = "tiny-8-32px"  # architecture preset, e.g. ViT-B/32-8
     weights: str = ""  # checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); "": random init
     num_frames: int = 0  # frames per clip (0: the preset's)
     fusion: str = ""  # temporal fusion override: meanP, Transf, Conv1D, LSTM, Transf_cls ("" keeps)
-    pretrain_epochs: float = 1.0  # caption pre-training epochs (0: import the weights only)
+    pretrain_epochs: float = 2.0  # caption pre-training epochs (0: import the weights only)
     pretrain_max_steps: int = 0
-    pretrain_batch_size: int = 16
-    pretrain_lr: float = 1e-4
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 3e-4
     # prompt
     templates: list[str] = field(default_factory=list)  # extra templates with "{}", scored beside the 16 defaults
     include_default_templates: bool = True
@@ -46,11 +50,11 @@ class PipelineParams:
     prompt_keep: int = 8
     prompt_max_clips: int = 0  # 0: all clips of the split
     # fine-tuning
-    finetune_epochs: float = 3.0
+    finetune_epochs: float = 6.0
     finetune_max_steps: int = 0
-    finetune_warmup_epochs: float = 0.5
+    finetune_warmup_epochs: float = 0.3
     finetune_batch_size: int = 16
-    finetune_lr: float = 1e-4
+    finetune_lr: float = 3e-4
     few_shot: int = 0  # K clips per class (0: all)
     finetune_loss: str = "kl"  # kl (ActionCLIP) | infonce
     # evaluation
@@ -67,9 +71,11 @@ class PipelineParams:
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 2  # DataLoader workers per stage
     work_root: str = ""  # shared folder for resumable stage checkpoints ("": per-task temporary folders)
-    pretrain_overrides: dict = field(default_factory=dict)  # other PretrainConfig fields
+    # other PretrainConfig / FinetuneConfig fields; the defaults suit the synthetic demo: no flips (they would swap
+    # "moving left" and "moving right"), no colour jitter or multi-scale crops, light weight decay
+    pretrain_overrides: dict = field(default_factory=lambda: dict(DEMO_TRAINING))
     prompt_overrides: dict = field(default_factory=dict)
-    finetune_overrides: dict = field(default_factory=dict)
+    finetune_overrides: dict = field(default_factory=lambda: dict(DEMO_TRAINING))
     eval_overrides: dict = field(default_factory=dict)
 
 

@@ -34,28 +34,28 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         val_fraction: float = 0.25,
         synthetic_dir: str = "/data/synthetic",
         synthetic_classes: List[str] = [],
-        synthetic_clips_per_class: int = 8,
-        synthetic_pretrain_clips: int = 4,
+        synthetic_clips_per_class: int = 300,
+        synthetic_pretrain_clips: int = 20,
         synthetic_frames: int = 16,
         synthetic_size: int = 64,
-        preset: str = "tiny-8",
+        preset: str = "tiny-8-32px",
         weights: str = "",
         num_frames: int = 0,
         fusion: str = "",
-        pretrain_epochs: float = 1.0,
+        pretrain_epochs: float = 2.0,
         pretrain_max_steps: int = 0,
-        pretrain_batch_size: int = 16,
-        pretrain_lr: float = 1e-4,
+        pretrain_batch_size: int = 32,
+        pretrain_lr: float = 3e-4,
         templates: List[str] = [],
         include_default_templates: bool = True,
         prompt_rule: str = "top_k",
         prompt_keep: int = 8,
         prompt_max_clips: int = 0,
-        finetune_epochs: float = 3.0,
+        finetune_epochs: float = 6.0,
         finetune_max_steps: int = 0,
-        finetune_warmup_epochs: float = 0.5,
+        finetune_warmup_epochs: float = 0.3,
         finetune_batch_size: int = 16,
-        finetune_lr: float = 1e-4,
+        finetune_lr: float = 3e-4,
         few_shot: int = 0,
         finetune_loss: str = "kl",
         eval_num_clips: int = 1,
@@ -69,9 +69,11 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         device: str = "auto",
         num_workers: int = 2,
         work_root: str = "",
-        pretrain_overrides: dict = {},
+        pretrain_overrides: dict = {"flip": False, "color_jitter": False, "multiscale_crop": False,
+                                    "weight_decay": 0.05},
         prompt_overrides: dict = {},
-        finetune_overrides: dict = {},
+        finetune_overrides: dict = {"flip": False, "color_jitter": False, "multiscale_crop": False,
+                                    "weight_decay": 0.05},
         eval_overrides: dict = {},
     ) -> None:
         """ActionCLIP: prepare -> pretrain -> prompt -> finetune -> evaluate -> register.
@@ -120,9 +122,9 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             device: auto, cpu or cuda.
             num_workers: DataLoader workers per stage.
             work_root: shared directory for resumable stage checkpoints (empty: per-task temporary directories).
-            pretrain_overrides: other PretrainConfig fields.
+            pretrain_overrides: other PretrainConfig fields (defaults: the synthetic demo's, no flips etc.).
             prompt_overrides: other PromptConfig fields.
-            finetune_overrides: other FinetuneConfig fields.
+            finetune_overrides: other FinetuneConfig fields (defaults: the synthetic demo's, no flips etc.).
             eval_overrides: other EvaluateConfig fields.
         """
         closer = apply(c.close_run(experiment=experiment), LIGHT, settings, cache=False)
