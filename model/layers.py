@@ -107,10 +107,9 @@ class Transformer(nn.Module):
     def init_clip_(self) -> None:
         """OpenAI CLIP's initialisation of its transformer blocks (normal, std width^-0.5 for attention inputs,
         scaled down by (2 * layers)^-0.5 on the residual outputs; (2 * width)^-0.5 for the MLP input)."""
-        init_clip_blocks_(
-            [(b.attn.in_proj_weight, b.attn.out_proj.weight, b.mlp.c_fc.weight, b.mlp.c_proj.weight) for b in self.resblocks],
-            self.width,
-        )
+        weights = [(b.attn.in_proj_weight, b.attn.out_proj.weight, b.mlp.c_fc.weight, b.mlp.c_proj.weight)
+                   for b in self.resblocks]
+        init_clip_blocks_(weights, self.width)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         for block in self.resblocks:

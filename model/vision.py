@@ -51,8 +51,8 @@ def init_clip_vision_(model: VisionTransformer) -> None:
             nn.init.zeros_(b.attn.proj.bias)
             nn.init.zeros_(b.mlp.fc1.bias)
             nn.init.zeros_(b.mlp.fc2.bias)
-    init_clip_blocks_([(b.attn.qkv.weight, b.attn.proj.weight, b.mlp.fc1.weight, b.mlp.fc2.weight) for b in model.blocks],
-                      width)
+    weights = [(b.attn.qkv.weight, b.attn.proj.weight, b.mlp.fc1.weight, b.mlp.fc2.weight) for b in model.blocks]
+    init_clip_blocks_(weights, width)
 
 
 def openai_visual_to_timm(state: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
