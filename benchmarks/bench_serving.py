@@ -2,6 +2,7 @@
 
     python benchmarks/bench_serving.py                          # tiny-8 and ViT-B/32-8, 2 threads
     python benchmarks/bench_serving.py --presets tiny-8 --repeats 5 --http
+    python benchmarks/bench_serving.py --presets DEMO/pipeline-runs/RUN/finetune-model/model   # a trained model
 
 Per preset, for one 10-second 320x240 H.264 clip (25 fps) sampled to the model's 8 frames, p50/p95 over
 ``--repeats`` calls of:
@@ -17,9 +18,9 @@ overhead = (pyfunc warm - bare) / model: what the serving layer adds (request va
 checks, result formatting) relative to the model's own time; "overhead" uses the median of per-repeat differences,
 "(best)" the best of N of each (the stable figure on a shared, busy machine). The int8 table compares float32 and dynamically
 quantised int8 ``encode_video`` latency and top-1 agreement on ``--test-clips`` synthetic clips (10 classes).
-Random weights are used (no pretrained checkpoint is reachable offline), so agreement is measured on a random
-network: a pessimistic proxy, since its class probabilities are nearly uniform and small numeric changes flip the
-top-1 more easily than in a trained model.
+Presets get random weights (no pretrained checkpoint is reachable offline): a pessimistic proxy for agreement,
+since a random network's class scores are close together and small numeric changes flip the top-1 more easily than
+in a trained model. A trained model directory (e.g. the demo pipeline's fine-tuned model) can be given instead.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def bench_preset(preset: str, args, root: Path, clip: Path, test_clips: list[Pat
 
     torch.manual_seed(0)
     model_dir = root / preset.replace("/", "-")
-    actionclip.create_model(preset).save_pretrained(model_dir)
+    actionclip.load(preset).save_pretrained(model_dir)  # a preset (random weights) or a trained model directory
     pred = VideoPredictor.from_files(model_dir, labels=LABELS)
     model = pred.model
     T, S = model.num_frames, model.image_size
@@ -202,7 +203,7 @@ def http_timings(model_uri: str, root: Path, request: list, repeats: int) -> lis
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["tiny-8", "ViT-B/32-8"])
+    ap.add_argument("--presets", nargs="+", default=["tiny-8", "ViT-B/32-8"], help="presets or model directories")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--test-clips", type=int, default=40, help="synthetic clips for the int8 agreement check")
     ap.add_argument("--threads", type=int, default=2)
