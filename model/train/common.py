@@ -33,7 +33,8 @@ def train_transform(cfg: Any, size: int):
     if not cfg.color_jitter:
         t.jitter_p, t.grayscale_p = 0.0, 0.0
     if not cfg.multiscale_crop:
-        # one full-side candidate and no fixed-offset variety: a centred crop of the short side, resized
+        # only the full short side as crop size: a short-side square at one of the five fixed offsets, so the
+        # clip keeps its whole content and scale (the synthetic actions' speed and size are part of the label)
         t.scales, t.max_distort, t.more_fix_crop = (1.0,), 0, False
     return t
 

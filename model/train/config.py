@@ -119,7 +119,7 @@ class TrainingConfig(StageConfig):
     augment: bool = True  # random frames + crops (TrainTransform); off: the test sampling and centre crop
     flip: bool = True  # random horizontal flips when augmenting (turn off when left/right is part of the label)
     color_jitter: bool = True  # ActionCLIP's colour jitter and random grayscale when augmenting
-    multiscale_crop: bool = True  # ActionCLIP's multi-scale crop when augmenting; off: one short-side square crop
+    multiscale_crop: bool = True  # ActionCLIP's multi-scale crop when augmenting; off: a short-side square
     cache_clips: bool = False  # keep every decoded video in memory (per loader worker); sampling/augmentation still run
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
     keep_checkpoints: int = 2  # newest step checkpoints kept (epoch-end ones count too)
