@@ -243,3 +243,19 @@ def test_prompt_bank_follows_weights_updated_by_the_fused_optimiser():
     opt.step()
     after = prompt_bank(model, ["left", "right"], ["{}", "a video of {}"])
     assert not torch.allclose(before, after)
+
+
+def test_multiscale_crop_switch_keeps_the_whole_square_frame():
+    """--no-multiscale-crop: the training transform resizes the whole (square) frame, so object speed and size are
+    not rescaled; with the switch on, ActionCLIP's multi-scale crops zoom in on parts of it."""
+    import torchvision.transforms.v2.functional as TF
+
+    from actionclip.train.common import train_transform
+
+    video = torch.randint(0, 256, (8, 3, 36, 36), dtype=torch.uint8)
+    whole = TF.resize(video, [32, 32], antialias=True)
+    off = train_transform(FinetuneConfig(multiscale_crop=False, flip=False, color_jitter=False), 32)
+    g = torch.Generator().manual_seed(0)
+    assert all(torch.equal(off(video, g), whole) for _ in range(5))
+    on = train_transform(FinetuneConfig(flip=False, color_jitter=False), 32)
+    assert any(not torch.equal(on(video, g), whole) for _ in range(10))
