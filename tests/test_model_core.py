@@ -182,6 +182,7 @@ def test_random_towers_tell_inputs_apart(preset):
     import numpy as np
     import torch.nn.functional as F
 
+    from actionclip.data import normalize_video
     from actionclip.data.synthetic import render_clip
 
     torch.manual_seed(0)
@@ -190,8 +191,7 @@ def test_random_towers_tell_inputs_apart(preset):
     rng = np.random.default_rng(0)
     frames = np.stack([render_clip(a, "circle", "red", "small", 2, size, 6.0, rng)[0]
                        for a in ("growing", "moving left", "rotating", "blinking") * 4])
-    mean, std = torch.tensor(actionclip.CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(actionclip.CLIP_STD).view(1, 3, 1, 1)
-    images = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    images = normalize_video(torch.from_numpy(frames).permute(0, 3, 1, 2))
     prompts = actionclip.tokenize([f"a video of {c}." for c in ("moving left", "growing", "rotating", "blinking")])
     off_image, off_text = ~torch.eye(16, dtype=torch.bool), ~torch.eye(4, dtype=torch.bool)
     with torch.no_grad():
