@@ -29,19 +29,19 @@ SIZE, FRAMES, T = 64, 16, 8  # the synthetic generator's defaults; 8 of 16 frame
 
 
 def trajectories(n_per_class: int, seed: int):
-    """Object centres [N, FRAMES, 2] (pixels, wrapped) and direction labels [N], speeds as the synthetic data."""
+    """Object centres [N, FRAMES, 2] (pixels, wrapped) and direction labels [N], drawn by the synthetic generator's
+    own motion model (start, speed, wrap-around)."""
     import numpy as np
     import torch
 
+    from actionclip.data.synthetic import _motion
+
     rng = np.random.default_rng(seed)
-    steps = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-    t = np.arange(FRAMES)
     pos, labels = [], []
-    for c, (dx, dy) in enumerate(steps):
+    for c, action in enumerate(DIRECTIONS):
         for _ in range(n_per_class):
-            x0, y0 = rng.uniform(0, SIZE, 2)
-            speed = rng.uniform(0.6, 1.0) * SIZE / FRAMES
-            pos.append(np.stack([(x0 + dx * speed * t) % SIZE, (y0 + dy * speed * t) % SIZE], -1))
+            m = _motion(action, FRAMES, SIZE, 0.11 * SIZE, rng)
+            pos.append(np.stack([m.cx, m.cy], -1))
             labels.append(c)
     return torch.tensor(np.stack(pos), dtype=torch.float32), torch.tensor(labels)
 
