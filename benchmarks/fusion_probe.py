@@ -1,8 +1,8 @@
 """Fusion probe: can a temporal fusion module tell motion direction from ideal per-frame features?
 
 The image tower is replaced by an oracle: each frame's feature is a fixed random Fourier code of the object's
-position on the synthetic dataset's torus (cos/sin of integer frequencies, so it wraps as positions do; unit scale
-per dimension, like the tiny towers' outputs). Only the fusion and the text tower train, with ActionCLIP's KL
+position (cos/sin of random projections at 1-3 cycles per frame width; unit scale per dimension, like the tiny
+towers' outputs). Only the fusion and the text tower train, with ActionCLIP's KL
 objective against the prompts "a video of moving left/right/up/down." (batch 16, lr 3e-4, fusion x10, TSN frame
 sampling of 8 out of 16). Direction accuracy on held-out trajectories, chance 0.25:
 
@@ -29,8 +29,8 @@ SIZE, FRAMES, T = 64, 16, 8  # the synthetic generator's defaults; 8 of 16 frame
 
 
 def trajectories(n_per_class: int, seed: int):
-    """Object centres [N, FRAMES, 2] (pixels, wrapped) and direction labels [N], drawn by the synthetic generator's
-    own motion model (start, speed, wrap-around)."""
+    """Object centres [N, FRAMES, 2] (pixels) and direction labels [N], drawn by the synthetic generator's own
+    motion model (start, travel)."""
     import numpy as np
     import torch
 

@@ -40,7 +40,7 @@ def test_generates_decodable_captioned_h264_with_contract_splits(synth):
     for r in rows:
         assert (r["frames"], r["width"], r["height"]) == (8, 32, 32)
         words = r["caption"].split()
-        assert words[0] == "a" and words[1] in ("small", "large") and len(words) >= 5
+        assert (words[0] == "a" and words[1] in ("small", "large") and len(words) >= 5) or words[:2] == ["an", "object"]
     r = ds.rows("train")[0]
     assert r["path"].endswith(".mp4")
     with open(r["path"], "rb") as fh:
@@ -107,7 +107,7 @@ def test_periodic_actions_survive_test_time_sampling():
 
 
 def _object_x(frame: np.ndarray) -> float:
-    """Circular mean x of the red object's pixels (positions wrap around the frame) in radians."""
+    """Mean x of the red object's pixels, as an angle (radians) on the frame width."""
     f = frame.astype(int)
     ys, xs = np.nonzero((f[..., 0] > 200) & (f[..., 1] < 90) & (f[..., 2] < 90))
     theta = 2 * np.pi * xs / frame.shape[1]
@@ -136,6 +136,21 @@ def test_direction_needs_time_not_a_single_frame():
             pred = min(centroids, key=lambda c: np.linalg.norm(x - centroids[c]))
             hits += pred == a
     assert hits / n < 0.7  # 60 test frames: chance is 0.5, 0.7 is > 3 standard deviations above it
+
+
+def test_action_only_captions_change_captions_not_videos(tmp_path):
+    kw = dict(classes=["moving left", "shaking"], heldout=[], clips_per_class=3, pretrain_clips_per_class=0,
+              frames=4, size=16, seed=3)
+    rows = {}
+    for frac in (0.0, 1.0):
+        out = generate_synthetic(tmp_path / str(frac), action_only_captions=frac, **kw)
+        rows[frac] = [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
+    for full, bare in zip(rows[0.0], rows[1.0]):
+        assert full["path"] == bare["path"] and full["caption"].split()[1] in ("small", "large")
+        assert bare["caption"].startswith("an object ") and full["caption"].endswith(bare["caption"][len("an object"):])
+        assert (tmp_path / "0.0" / full["path"]).read_bytes() == (tmp_path / "1.0" / bare["path"]).read_bytes()
+    with pytest.raises(DatasetFormatError, match="action_only_captions"):
+        generate_synthetic(tmp_path / "bad", action_only_captions=1.5, **kw)
 
 
 def test_generation_speed_is_interactive(tmp_path):

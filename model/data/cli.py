@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=int, default=64)
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--action-only-captions", type=float, default=0.3,
+                   help="fraction of captions naming only the action, 'an object shaking' (default 0.3)")
     s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     s.add_argument("--prepare", metavar="DIR", help="also prepare the generated data into DIR")
     s.add_argument("--list-actions", action="store_true", help="print the available actions and exit")
@@ -88,7 +90,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out = generate_synthetic(
         args.out, classes=_labels(args.classes), heldout=_labels(args.heldout),
         clips_per_class=args.clips_per_class, pretrain_clips_per_class=args.pretrain_clips_per_class,
-        frames=args.frames, size=args.size, fps=args.fps, seed=args.seed, workers=args.workers, progress=True,
+        frames=args.frames, size=args.size, fps=args.fps, seed=args.seed,
+        action_only_captions=args.action_only_captions, workers=args.workers, progress=True,
     )
     print(f"wrote synthetic dataset to {out}")
     if args.prepare:

@@ -1,9 +1,12 @@
 """A small synthetic action dataset written as real H.264 mp4 files (PyAV).
 
 Each clip shows one object (shape, colour, size) performing an action over a noisy gradient background, with a
-label ("moving left") and a caption ("a small red circle moving to the left"). Positions wrap around the frame
-(toroidal), and sizes/angles/positions start uniformly at random, so the distribution of a single frame is the same
-for "moving left" and "moving right" (and for "growing" and "shrinking"): only the temporal order tells them apart.
+label ("moving left") and a caption ("a small red circle moving to the left", or, for a fraction of clips, only
+"an object moving to the left"). A moving object crosses the frame
+without wrapping around: a left mover starts anywhere that leaves room for its path and ends that far to the left,
+a right mover is the same path played backwards. So the distribution of a single frame (taken at a random time) is
+the same for "moving left" and "moving right" (and, as sizes sweep one range either way, for "growing" and
+"shrinking"): only the temporal order tells them apart.
 
 Every clip draws from its own RNG seeded by (seed, class, clip, kind), so the output does not depend on the number
 of worker processes or the generation order.
@@ -65,6 +68,9 @@ class SyntheticConfig:
     fps: int = 8
     seed: int = 0
     noise: float = 6.0  # per-frame sensor noise (std, 0-255 units)
+    # fraction of captions that name only the action ("an object shaking"), as loose web captions do: in a batch of
+    # full captions, colour, shape and size alone tell clips apart, so caption pre-training never has to match motion
+    action_only_captions: float = 0.3
 
     def validate(self) -> None:
         unknown = [c for c in self.classes if c not in PHRASES]
@@ -77,6 +83,8 @@ class SyntheticConfig:
             raise DatasetFormatError(f"held-out class(es) {extra} are not among the generated classes")
         if self.size < 16 or self.size % 2:
             raise DatasetFormatError(f"size must be an even number >= 16 (H.264 4:2:0), got {self.size}")
+        if not 0.0 <= self.action_only_captions <= 1.0:
+            raise DatasetFormatError(f"action_only_captions must be in [0, 1], got {self.action_only_captions}")
         if self.frames < 2 or self.clips_per_class < 1 or self.pretrain_clips_per_class < 0:
             raise DatasetFormatError("frames must be >= 2, clips_per_class >= 1, pretrain_clips_per_class >= 0")
 
@@ -93,22 +101,30 @@ class _Motion:
     visible: np.ndarray
 
 
+MARGIN = 0.1  # object centres stay within [MARGIN * S, (1 - MARGIN) * S]
+
+
 def _motion(action: str, F: int, S: int, r: float, rng: np.random.Generator) -> _Motion:
     t = np.arange(F, dtype=np.float64)
-    x0, y0 = rng.uniform(0, S, size=2)
-    speed = rng.uniform(0.6, 1.0) * S / F  # 0.6-1.0 frame widths over the clip
+    lo, hi = MARGIN * S, (1 - MARGIN) * S
+    x0, y0 = rng.uniform(lo, hi, size=2)
     cx, cy = np.full(F, x0), np.full(F, y0)
     radius = np.full(F, r)
     angle = np.full(F, rng.uniform(0, 2 * np.pi))
     visible = np.ones(F, dtype=bool)
-    if action == "moving left":
-        cx = x0 - speed * t
-    elif action == "moving right":
-        cx = x0 + speed * t
-    elif action == "moving up":
-        cy = y0 - speed * t
-    elif action == "moving down":
-        cy = y0 + speed * t
+    if action in ("moving left", "moving right", "moving up", "moving down"):
+        # A straight crossing of 50-90 % of the allowed span. Positions do not wrap around the frame: with wrapping,
+        # direction is only the sign of each frame-to-frame step (a product of adjacent frames), which a time-averaged
+        # fusion such as ActionCLIP's Transf learns far more slowly than "where was it early vs late".
+        travel = rng.uniform(0.5, 0.9) * (hi - lo)
+        start = rng.uniform(lo, hi - travel)
+        path = start + travel * t / (F - 1)  # increasing; reversed for left/up
+        if action in ("moving left", "moving up"):
+            path = path[::-1]
+        if action in ("moving left", "moving right"):
+            cx = path
+        else:
+            cy = path
     elif action in ("growing", "shrinking"):
         # the size sweeps [0.5r, 1.5r] either way, so one frame's size says nothing about the direction
         ramp = 0.5 + t / (F - 1)
@@ -124,11 +140,13 @@ def _motion(action: str, F: int, S: int, r: float, rng: np.random.Generator) -> 
         visible = ((t.astype(int) + phase) // period) % 2 == 0
     elif action == "shaking":
         amp = rng.uniform(0.04, 0.07) * S
+        x0 = rng.uniform(lo + amp, hi - amp)
         cx = x0 + amp * np.where((t.astype(int) // 2) % 2 == 0, 1.0, -1.0)  # 2-frame phases, as blinking
     elif action == "bouncing":
         amp = rng.uniform(0.15, 0.25) * S
+        y0 = rng.uniform(lo + amp, hi)
         cy = y0 - amp * np.abs(np.sin(np.pi * t / rng.uniform(4, 8)))
-    return _Motion(cx % S, cy % S, radius, angle, visible)
+    return _Motion(cx, cy, radius, angle, visible)
 
 
 def _signed_distance(shape: str, u: np.ndarray, v: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -170,9 +188,8 @@ def render_clip(action: str, shape: str, color: str, size_name: str, F: int, S: 
     m = _motion(action, F, S, SIZES[size_name] * S, rng)
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
     f32 = lambda a: a.astype(np.float32)[:, None, None]  # noqa: E731  per-frame scalar -> [F, 1, 1]
-    # toroidal offsets: an object leaving one edge re-enters at the other, keeping position marginals uniform
-    dx = (xx[None] - f32(m.cx) + S / 2) % S - S / 2
-    dy = (yy[None] - f32(m.cy) + S / 2) % S - S / 2
+    dx = xx[None] - f32(m.cx)  # objects near an edge are cut off by it
+    dy = yy[None] - f32(m.cy)
     ca, sa = f32(np.cos(m.angle)), f32(np.sin(m.angle))
     u, v = ca * dx + sa * dy, -sa * dx + ca * dy
     sd = _signed_distance(shape, u, v, f32(m.radius))
@@ -229,7 +246,9 @@ def _make_clip(args: tuple[_Job, dict, str]) -> dict:
     frames = render_clip(job.action, shape, color, size_name, cfg["frames"], cfg["size"], cfg["noise"], rng)
     rel = Path("videos") / _slug(job.action) / f"{job.kind}_{job.clip:04d}.mp4"
     write_mp4(Path(out_dir) / rel, frames, cfg["fps"])
-    return {"path": rel.as_posix(), "label": job.action, "caption": f"a {size_name} {color} {shape} {phrase}",
+    # drawn after rendering, so the fraction does not change the videos
+    subject = "an object" if rng.random() < cfg["action_only_captions"] else f"a {size_name} {color} {shape}"
+    return {"path": rel.as_posix(), "label": job.action, "caption": f"{subject} {phrase}",
             "split": "pretrain" if job.kind == "pre" else None}
 
 
@@ -244,6 +263,7 @@ def generate_synthetic(
     size: int = 64,
     fps: int = 8,
     seed: int = 0,
+    action_only_captions: float = SyntheticConfig.action_only_captions,
     workers: int = 1,
     progress: bool = False,
 ) -> Path:
@@ -255,7 +275,8 @@ def generate_synthetic(
     """
     cls = list(classes) if classes is not None else list(DEFAULT_SEEN + DEFAULT_HELDOUT)
     held = list(heldout) if heldout is not None else [c for c in DEFAULT_HELDOUT if c in cls]
-    cfg = SyntheticConfig(cls, held, clips_per_class, pretrain_clips_per_class, frames, size, fps, seed)
+    cfg = SyntheticConfig(cls, held, clips_per_class, pretrain_clips_per_class, frames, size, fps, seed,
+                          action_only_captions=action_only_captions)
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
