@@ -2,11 +2,11 @@
 
 Each clip shows one object (shape, colour, size) performing an action over a noisy gradient background, with a
 label ("moving left") and a caption ("a small red circle moving to the left", or, for a fraction of clips, only
-"an object moving to the left"). A moving object crosses the frame
-without wrapping around: a left mover starts anywhere that leaves room for its path and ends that far to the left,
-a right mover is the same path played backwards. So the distribution of a single frame (taken at a random time) is
-the same for "moving left" and "moving right" (and, as sizes sweep one range either way, for "growing" and
-"shrinking"): only the temporal order tells them apart.
+"an object moving to the left"). A moving object crosses the frame without wrapping around: a left mover starts
+anywhere that leaves room for its path and ends that far to the left, a right mover is the same path played
+backwards. So the distribution of a single frame (taken at a random time) is the same for "moving left" and
+"moving right" (and, as sizes sweep one range either way, for "growing" and "shrinking"): only the temporal order
+tells them apart.
 
 Every clip draws from its own RNG seeded by (seed, class, clip, kind), so the output does not depend on the number
 of worker processes or the generation order.
