@@ -3,7 +3,8 @@
 The image tower is replaced by an oracle: each frame's feature is a fixed random Fourier code of the object's
 position (cos/sin of random projections at 1-3 cycles per frame width; unit scale per dimension, like the tiny
 towers' outputs). Only the fusion and the text tower train, with ActionCLIP's KL objective against the prompts
-"a video of moving left/right/up/down." (batch 16, lr 3e-4, fusion x10, TSN frame sampling of 8 out of 16). Direction accuracy on held-out trajectories, chance 0.25:
+"a video of moving left/right/up/down." (batch 16, lr 3e-4, fusion x10, TSN frame sampling of 8 out of 16).
+Direction accuracy on held-out trajectories, chance 0.25:
 
     python benchmarks/fusion_probe.py                      # every fusion, 1500 steps each, two at a time
     python benchmarks/fusion_probe.py --fusions Transf --frame-position-std 1.0
