@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "actionclip.errors",
     "ActionCLIP": "actionclip.model",
     "tokenize": "actionclip.tokenizer",
+    "trim_padding": "actionclip.tokenizer",
     "TEMPLATES": "actionclip.zeroshot",
     "PromptError": "actionclip.zeroshot",
     "actionclip_scores": "actionclip.zeroshot",

@@ -7,6 +7,7 @@ from torch import nn
 
 from actionclip.config import TextConfig
 from actionclip.layers import LayerNorm, Transformer
+from actionclip.tokenizer import trim_padding
 
 
 class TextTransformer(nn.Module):
@@ -26,15 +27,17 @@ class TextTransformer(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids [N, L] (SOT ... EOT, zero padded) -> embeddings [N, embed_dim] (not normalised).
 
-        The EOT token carries the sentence embedding. Under the causal mask its output depends only on the tokens
-        before it, so padding after the longest prompt is dropped before the transformer: same result, and the cost
-        follows the real prompt length instead of the context length.
+        The EOT token carries the sentence embedding. Ids on the CPU are trimmed to the longest prompt here
+        (:func:`actionclip.tokenizer.trim_padding`: same result, cost follows the real prompt length); ids on an
+        accelerator are used as given, because finding their length would sync the device and break
+        ``torch.compile``'s graph, so callers trim them before moving them.
         """
         if ids.shape[1] > self.context_length:
             raise ValueError(f"token ids have {ids.shape[1]} positions, the context length is {self.context_length}")
+        if ids.device.type == "cpu" and not torch.compiler.is_compiling():
+            ids = trim_padding(ids)
         eot = ids.argmax(dim=-1)  # EOT has the largest id
-        length = int(eot.max()) + 1
-        ids = ids[:, :length]
+        length = ids.shape[1]
         x = self.token_embedding(ids) + self.positional_embedding[:length]
         x = self.transformer(x, causal=True)
         x = self.ln_final(x)

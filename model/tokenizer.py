@@ -143,3 +143,15 @@ def tokenize(texts: str | Sequence[str], context_length: int = CONTEXT_LENGTH, t
             ids[-1] = tok.eot_token_id
         out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
+
+
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Drop the zero padding after the longest prompt: [N, L] -> [N, L'], L' = 1 + the last EOT position.
+
+    Under CLIP's causal mask the EOT output never sees later positions, so trimming changes no embedding; it only makes
+    the text tower's cost follow the real prompt length. Trim on the host, before moving ids to an accelerator:
+    reading L' from a GPU tensor would stall the device queue.
+    """
+    if ids.numel() == 0:
+        return ids
+    return ids[:, : int(ids.argmax(dim=-1).max()) + 1]  # EOT has the largest id

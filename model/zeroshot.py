@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from actionclip.errors import ActionCLIPError
-from actionclip.tokenizer import tokenize
+from actionclip.tokenizer import tokenize, trim_padding
 
 TEMPLATES: tuple[str, ...] = (
     "a photo of action {}",
@@ -79,7 +79,7 @@ def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Seq
                    batch_size: int = 1024) -> torch.Tensor:
     """L2-normalised prompt features [K, C, D] (K templates, C labels), cached per (labels, templates, weights).
 
-    Prompts are encoded in batches; the text tower trims each batch to its longest prompt.
+    Prompts are encoded in batches, each trimmed on the host to its longest prompt (``trim_padding``).
     """
     templates = TEMPLATES if templates is None else tuple(templates)
     key = (tuple(labels), tuple(templates), next(model.parameters()).device.type, _weights_version(model))
@@ -89,7 +89,7 @@ def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Seq
     prompts = build_prompts(labels, templates)
     device = next(model.parameters()).device
     ids = tokenize(prompts, context_length=model.context_length, truncate=True)
-    feats = torch.cat([model.encode_text(ids[i : i + batch_size].to(device)) for i in range(0, len(ids), batch_size)])
+    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device)) for i in range(0, len(ids), batch_size)])
     feats = F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1)
     if len(cache) > 32:  # a serving process sees few label sets; bound memory anyway
         cache.clear()

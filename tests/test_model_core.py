@@ -107,6 +107,21 @@ def test_text_encoding_ignores_padding_length():
     assert torch.allclose(trimmed, full, atol=1e-5)
 
 
+def test_trim_padding_keeps_the_longest_prompt_and_the_text_tower_compiles_whole():
+    """Host-side trimming cuts exactly the common padding; the tower itself has no data-dependent step, so
+    ``torch.compile`` captures it in one graph (a ``.item()`` there would also stall a GPU every forward)."""
+    ids = actionclip.tokenize(["air drumming", "Can you recognize the action of air drumming?"])
+    trimmed = actionclip.trim_padding(ids)
+    longest = int((ids != 0).sum(dim=1).max())
+    assert trimmed.shape == (2, longest) and torch.equal(trimmed, ids[:, :longest])
+    assert actionclip.trim_padding(ids[:0]).shape == (0, 77)
+    model = actionclip.create_model("tiny-8").eval()
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(trimmed), model.encode_text(ids), atol=1e-5)
+        explained = torch._dynamo.explain(model.text)(ids)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+
+
 def test_temporal_order_matters_only_for_temporal_fusions():
     torch.manual_seed(0)
     video = torch.randn(1, 8, 3, 32, 32)

@@ -126,7 +126,7 @@ def check_resumable(cfg: TrainingConfig, state: dict[str, Any], path: Path) -> N
 def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob, tracker: NullTracker,
           state: dict[str, Any] | None = None) -> TrainOutcome:
     """Run (or continue, from ``state``) the optimisation; ``model`` is updated in place and left in eval mode."""
-    from actionclip import tokenize
+    from actionclip import tokenize, trim_padding
     from actionclip.data import normalize_video
 
     device = env.device
@@ -212,7 +212,7 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
                     batch = next(it)
                     texts, groups = job.texts(batch, epoch)
                     video = normalize_video(batch["video"].to(device, non_blocking=True))
-                    ids = tokenize(texts, context_length=raw.context_length, truncate=True).to(device)
+                    ids = trim_padding(tokenize(texts, context_length=raw.context_length, truncate=True)).to(device)
                     last = micro == cfg.accum_steps - 1
                     sync = net.no_sync() if (env.distributed and not last) else nullcontext()
                     with sync:
