@@ -16,7 +16,9 @@ towers instead of random init (the caption arm then runs first).
 
     python benchmarks/learning.py --work /tmp/learning
 
-Timings on a shared 2-core machine are noisy; the accuracies are what this measures.
+Timings on a shared 2-core machine are noisy; the accuracies are what this measures. They also vary by seed (when
+the image tower starts to localise the object decides the direction classes): compare recipes over several
+``--seed`` values on the same prepared data, not single runs.
 """
 from __future__ import annotations
 
