@@ -37,8 +37,7 @@ class TextTransformer(nn.Module):
         if ids.device.type == "cpu" and not torch.compiler.is_compiling():
             ids = trim_padding(ids)
         eot = ids.argmax(dim=-1)  # EOT has the largest id
-        length = ids.shape[1]
-        x = self.token_embedding(ids) + self.positional_embedding[:length]
+        x = self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
         x = self.transformer(x, causal=True)
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot]

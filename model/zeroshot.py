@@ -89,7 +89,8 @@ def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Seq
     prompts = build_prompts(labels, templates)
     device = next(model.parameters()).device
     ids = tokenize(prompts, context_length=model.context_length, truncate=True)
-    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device)) for i in range(0, len(ids), batch_size)])
+    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device))
+                       for i in range(0, len(ids), batch_size)])
     feats = F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1)
     if len(cache) > 32:  # a serving process sees few label sets; bound memory anyway
         cache.clear()

@@ -78,7 +78,8 @@ def prompt_bank(model: nn.Module, labels: Sequence[str], templates: Sequence[str
     model.eval()
     device = next(model.parameters()).device
     ids = tokenize(build_prompts(list(labels), list(templates)), context_length=model.context_length, truncate=True)
-    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device)) for i in range(0, len(ids), batch_size)])
+    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device))
+                       for i in range(0, len(ids), batch_size)])
     return F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1).cpu()
 
 
