@@ -107,9 +107,9 @@ def test_text_encoding_ignores_padding_length():
     assert torch.allclose(trimmed, full, atol=1e-5)
 
 
-def test_trim_padding_keeps_the_longest_prompt_and_the_text_tower_compiles_whole():
-    """Host-side trimming cuts exactly the common padding; the tower itself has no data-dependent step, so
-    ``torch.compile`` captures it in one graph (a ``.item()`` there would also stall a GPU every forward)."""
+def test_trim_padding_keeps_the_longest_prompt_and_the_model_compiles_whole():
+    """Host-side trimming cuts exactly the common padding; the towers have no data-dependent step, so
+    ``torch.compile`` captures the whole model in one graph (a ``.item()`` would also stall a GPU every forward)."""
     ids = actionclip.tokenize(["air drumming", "Can you recognize the action of air drumming?"])
     trimmed = actionclip.trim_padding(ids)
     longest = int((ids != 0).sum(dim=1).max())
@@ -118,7 +118,8 @@ def test_trim_padding_keeps_the_longest_prompt_and_the_text_tower_compiles_whole
     model = actionclip.create_model("tiny-8").eval()
     with torch.no_grad():
         assert torch.allclose(model.encode_text(trimmed), model.encode_text(ids), atol=1e-5)
-        explained = torch._dynamo.explain(model.text)(ids)
+        video = torch.randn(2, model.num_frames, 3, model.image_size, model.image_size)
+        explained = torch._dynamo.explain(model)(video, ids)
     assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
 
 
