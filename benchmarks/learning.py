@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/actionclip-learning")
     ap.add_argument("--clips-per-class", type=int, default=500, help="train + val clips per class (val: 20%%)")
     ap.add_argument("--pretrain-clips-per-class", type=int, default=100)
-    ap.add_argument("--finetune-steps", type=int, default=2500)
+    ap.add_argument("--finetune-steps", type=int, default=5000)
     ap.add_argument("--pretrain-steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--pretrain-batch", type=int, default=32)
