@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--pretrain-batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-4,
+    ap.add_argument("--lr", type=float, default=1.5e-4,
                     help="fine-tuning learning rate (towers; fusion x --fusion-lr-mult)")
     ap.add_argument("--pretrain-lr", type=float, default=1e-3, help="caption pre-training learning rate")
     ap.add_argument("--fusion-lr-mult", type=float, default=FUSION_LR_MULT)
