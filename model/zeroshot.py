@@ -75,23 +75,29 @@ def _weights_version(model: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Sequence[str] | None = None,
-                   batch_size: int = 1024) -> torch.Tensor:
-    """L2-normalised prompt features [K, C, D] (K templates, C labels), cached per (labels, templates, weights).
+def prompt_features(model: torch.nn.Module, labels: Sequence[str], templates: Sequence[str] | None = None,
+                    batch_size: int = 1024) -> torch.Tensor:
+    """L2-normalised prompt features [K, C, D] (K templates, C labels) on the model's device, uncached.
 
     Prompts are encoded in batches, each trimmed on the host to its longest prompt (``trim_padding``).
     """
+    templates = TEMPLATES if templates is None else tuple(templates)
+    device = next(model.parameters()).device
+    ids = tokenize(build_prompts(labels, templates), context_length=model.context_length, truncate=True)
+    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device))
+                       for i in range(0, len(ids), batch_size)])
+    return F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1)
+
+
+def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Sequence[str] | None = None,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """:func:`prompt_features`, cached per (labels, templates, weights)."""
     templates = TEMPLATES if templates is None else tuple(templates)
     key = (tuple(labels), tuple(templates), next(model.parameters()).device.type, _weights_version(model))
     cache = _CACHES.setdefault(model, {})
     if key in cache:
         return cache[key]
-    prompts = build_prompts(labels, templates)
-    device = next(model.parameters()).device
-    ids = tokenize(prompts, context_length=model.context_length, truncate=True)
-    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device))
-                       for i in range(0, len(ids), batch_size)])
-    feats = F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1)
+    feats = prompt_features(model, labels, templates, batch_size)
     if len(cache) > 32:  # a serving process sees few label sets; bound memory anyway
         cache.clear()
     cache[key] = feats

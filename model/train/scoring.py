@@ -70,17 +70,14 @@ def encode_clips(model: nn.Module, loader: DataLoader, device: torch.device, pre
 def prompt_bank(model: nn.Module, labels: Sequence[str], templates: Sequence[str], batch_size: int = 512) -> torch.Tensor:
     """[K, C, D] L2-normalised prompt features on CPU (template-major: row k, column c = template k on label c).
 
-    Computed afresh on every call, not through ``actionclip.encode_prompts``' cache: during training the weights
-    change under a fused optimiser, which does not bump the tensors' version counters that the cache keys on.
+    Computed afresh on every call (``prompt_features``), not through ``actionclip.encode_prompts``' cache: during
+    training the weights change under a fused optimiser, which does not bump the tensors' version counters that the
+    cache keys on.
     """
-    from actionclip import build_prompts, tokenize, trim_padding
+    from actionclip.zeroshot import prompt_features
 
     model.eval()
-    device = next(model.parameters()).device
-    ids = tokenize(build_prompts(list(labels), list(templates)), context_length=model.context_length, truncate=True)
-    feats = torch.cat([model.encode_text(trim_padding(ids[i : i + batch_size]).to(device))
-                       for i in range(0, len(ids), batch_size)])
-    return F.normalize(feats.float(), dim=-1).view(len(templates), len(labels), -1).cpu()
+    return prompt_features(model, list(labels), list(templates), batch_size).cpu()
 
 
 def view_scores(feats: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
