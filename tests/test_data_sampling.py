@@ -8,7 +8,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from actionclip.data import (
-    CLIP_MEAN, CLIP_STD, TestTransform, TrainTransform, normalize_video, sample_multiview_indices,
+    CLIP_MEAN, CLIP_STD, TestTransform, TrainTransform, apply_color, normalize_video, sample_multiview_indices,
     sample_test_indices, sample_train_indices,
 )
 from actionclip.data.transforms import multiscale_crop_box
@@ -131,6 +131,46 @@ def test_train_transform_colour_ops():
     assert means.unique().numel() > 1  # ActionCLIP quirk: jitter factors differ per frame
     assert per_clip.float().mean(dim=(1, 2, 3)).unique().numel() == 1  # one draw per clip
     assert not torch.equal(per_clip, flat[:, :, 4:36, 4:36])  # the jitter did change colours
+
+
+def _torchvision_color(frame: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """Reference: one float frame [3, H, W] through torchvision's own adjust_* ops in the drawn order."""
+    ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+    for op in row[4:8].long().tolist():
+        if op >= 0:
+            frame = ops[op](frame, float(row[op]))
+    return F.rgb_to_grayscale(frame, num_output_channels=3) if row[8] > 0 else frame
+
+
+def test_batched_color_matches_torchvision_per_frame():
+    g = torch.Generator().manual_seed(0)
+    video = torch.randint(0, 256, (3, 5, 3, 12, 16), dtype=torch.uint8, generator=g)
+    video[0, :, :, :4] = 128  # gray rows: no hue, the hue wheel's special case
+    t = TrainTransform(size=12, jitter_p=0.7, grayscale_p=0.3)
+    params = torch.stack([t.color_params(5, g) for _ in range(3)])  # [B, T, 9]
+    assert (params[..., 4:8] >= 0).any() and (params[..., 4:8] < 0).all(dim=-1).any()  # jittered and plain frames
+    out = apply_color(video, params)
+    assert out.shape == video.shape and out.dtype == torch.uint8
+    for b in range(3):
+        for f in range(5):
+            ref = _torchvision_color(video[b, f].float() / 255, params[b, f])
+            ref = (ref * 255).round().clamp(0, 255).to(torch.uint8)
+            assert (out[b, f].int() - ref.int()).abs().max() <= 1, (b, f, params[b, f])
+    # every draw of the orders happens: each adjustment shows up at each position somewhere
+    orders = params[..., 4:8].reshape(-1, 4)
+    jittered = orders[(orders >= 0).any(dim=1)]
+    assert {(pos, int(op)) for pos in range(4) for op in jittered[:, pos].unique()} >= {(0, 0), (0, 3), (3, 1)}
+
+
+def test_color_on_device_leaves_colours_to_the_caller():
+    clip = _moving_clip()
+    on_device = TrainTransform(size=32, jitter_p=1.0, grayscale_p=1.0, color_on_device=True)
+    spatial_only = TrainTransform(size=32, jitter_p=0.0, grayscale_p=0.0)
+    assert on_device.changes_color and not spatial_only.changes_color
+    assert torch.equal(on_device(clip, torch.Generator().manual_seed(1)),
+                       spatial_only(clip, torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="does not match"):
+        apply_color(clip, torch.zeros(7, 9))
 
 
 def test_test_transform_center_and_three_crops():

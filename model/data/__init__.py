@@ -18,7 +18,7 @@ _EXPORTS: dict[str, str] = {
     "sample_multiview_indices": ".sampling", "sample_test_indices": ".sampling", "sample_train_indices": ".sampling",
     "generate_synthetic": ".synthetic",
     "CLIP_MEAN": ".transforms", "CLIP_STD": ".transforms", "TestTransform": ".transforms",
-    "TrainTransform": ".transforms", "normalize_video": ".transforms",
+    "TrainTransform": ".transforms", "apply_color": ".transforms", "normalize_video": ".transforms",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -43,4 +43,4 @@ if TYPE_CHECKING:
     from .reader import VideoInfo, VideoReadError, open_video, probe_video, read_frames
     from .sampling import sample_multiview_indices, sample_test_indices, sample_train_indices
     from .synthetic import generate_synthetic
-    from .transforms import CLIP_MEAN, CLIP_STD, TestTransform, TrainTransform, normalize_video
+    from .transforms import CLIP_MEAN, CLIP_STD, TestTransform, TrainTransform, apply_color, normalize_video

@@ -92,6 +92,14 @@ class TrainTransform:
     hue: float = 0.1
     jitter_per_frame: bool = True  # as ActionCLIP: factors differ per frame; False = one draw per clip
     grayscale_p: float = 0.2
+    # True: __call__ leaves colours alone; the caller draws ``color_params`` per clip and applies ``apply_color`` to
+    # whole batches on the training device (the per-frame jitter is most of this transform's CPU time)
+    color_on_device: bool = False
+
+    @property
+    def changes_color(self) -> bool:
+        return (self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation, self.hue) > 0) or \
+            self.grayscale_p > 0
 
     def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_video(video)
@@ -102,27 +110,120 @@ class TrainTransform:
                              interpolation=InterpolationMode.BILINEAR, antialias=True)
         if _coin(self.flip_p, g):
             out = F.hflip(out)
-        if _coin(self.jitter_p, g):
-            if self.jitter_per_frame:
-                out = torch.stack([self._jitter(frame, g) for frame in out])
-            else:
-                out = self._jitter(out, g)
-        if _coin(self.grayscale_p, g):
-            out = F.rgb_to_grayscale(out, num_output_channels=3)
+        if not self.color_on_device and self.changes_color:
+            out = apply_color(out, self.color_params(out.shape[0], g))
         return out.contiguous()
 
-    def _jitter(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-        """torchvision ColorJitter semantics: the four adjustments in random order, factors uniform around 1."""
-        for op in torch.randperm(4, generator=g).tolist():
-            if op == 0 and self.brightness > 0:
-                x = F.adjust_brightness(x, _uniform(max(0.0, 1 - self.brightness), 1 + self.brightness, g))
-            elif op == 1 and self.contrast > 0:
-                x = F.adjust_contrast(x, _uniform(max(0.0, 1 - self.contrast), 1 + self.contrast, g))
-            elif op == 2 and self.saturation > 0:
-                x = F.adjust_saturation(x, _uniform(max(0.0, 1 - self.saturation), 1 + self.saturation, g))
-            elif op == 3 and self.hue > 0:
-                x = F.adjust_hue(x, _uniform(-self.hue, self.hue, g))
-        return x
+    def color_params(self, num_frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw one clip's colour augmentation -> float [num_frames, COLOR_PARAMS] for ``apply_color``.
+
+        torchvision ``ColorJitter`` semantics: with probability ``jitter_p`` the clip is jittered, each frame (or
+        the whole clip, ``jitter_per_frame=False``) with its own factors and its own random order of the four
+        adjustments; then with probability ``grayscale_p`` the whole clip turns gray.
+        """
+        g = generator
+        params = torch.zeros(num_frames, COLOR_PARAMS)
+        params[:, :3] = 1.0  # identity factors
+        params[:, 4:8] = -1.0  # no adjustment at any of the four positions
+        if _coin(self.jitter_p, g):
+            strengths = (self.brightness, self.contrast, self.saturation, self.hue)
+            draws = num_frames if self.jitter_per_frame else 1
+            for t in range(draws):
+                order = [op for op in torch.randperm(4, generator=g).tolist() if strengths[op] > 0]
+                row = params[t]
+                row[4:4 + len(order)] = torch.tensor(order, dtype=torch.float32)
+                for op in order:
+                    s = strengths[op]
+                    row[op] = _uniform(-s, s, g) if op == HUE else _uniform(max(0.0, 1 - s), 1 + s, g)
+            if draws == 1:
+                params[1:] = params[0]
+        if _coin(self.grayscale_p, g):
+            params[:, 8] = 1.0
+        return params
+
+
+# ``color_params`` columns: brightness, contrast, saturation and hue factors, then the adjustment at each of four
+# positions (0-3 = those four, -1 = none), then grayscale (1) or not (0)
+COLOR_PARAMS = 9
+HUE = 3
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+    return (factor * x + (1 - factor) * other).clamp_(0, 1)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return F.rgb_to_grayscale(x, num_output_channels=1)
+
+
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate hue by ``shift`` turns [N, 1, 1, 1] on float RGB [N, 3, H, W] in [0, 1], keeping value and chroma."""
+    value, _ = x.max(dim=1)
+    chroma = value - x.min(dim=1).values
+    r, g, b = x.unbind(dim=1)
+    c = torch.where(chroma > 0, chroma, torch.ones_like(chroma))  # grays have no hue: avoid 0/0
+    sector = torch.where(value == r, ((g - b) / c) % 6, torch.where(value == g, (b - r) / c + 2, (r - g) / c + 4))
+    hue = (sector / 6 + shift.view(-1, 1, 1)) % 1.0
+    # back to RGB: channel n (5 for red, 3 for green, 1 for blue) is value - chroma * clamp(min(k, 4 - k), 0, 1)
+    # with k = (n + 6 * hue) mod 6, the piecewise-linear hue wheel
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) + 6 * hue.unsqueeze(1)) % 6
+    return value.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
+
+
+_ADJUST = (
+    lambda x, f: (x * f).clamp_(0, 1),  # brightness
+    lambda x, f: _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), f),  # contrast
+    lambda x, f: _blend(x, _gray(x), f),  # saturation
+    _shift_hue,
+)
+
+
+def apply_color(video: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Colour-augment frames as ``params`` (from ``TrainTransform.color_params``) say, batched.
+
+    video: uint8 [..., 3, H, W] on any device; params: float [..., COLOR_PARAMS] on the CPU, one row per frame
+    (leading dimensions equal to the video's, e.g. [B, T]). Returns uint8 of the video's shape. Frames are
+    grouped by the adjustment they apply at each position, so each frame is touched once per adjustment however
+    the orders differ; the arithmetic is torchvision's float formulas, rounded to uint8 once at the end.
+    """
+    if video.dtype != torch.uint8 or video.dim() < 3 or video.shape[-3] != 3:
+        raise ValueError(f"expected uint8 [..., 3, H, W], got {video.dtype} {tuple(video.shape)}")
+    if tuple(params.shape) != (*video.shape[:-3], COLOR_PARAMS):
+        raise ValueError(f"params shape {tuple(params.shape)} does not match video {tuple(video.shape)}")
+    frames = video.reshape(-1, *video.shape[-3:])
+    p = params.reshape(-1, COLOR_PARAMS).cpu()
+    gray = p[:, 8] > 0
+    touched = ((p[:, 4:8] >= 0).any(dim=1) | gray).nonzero().squeeze(1)
+    if touched.numel() == 0:
+        return video
+    p, gray = p[touched], gray[touched]
+    # the plan is made on the CPU and sent in two copies, so nothing here waits for the device
+    groups = [(op, rows) for position in range(4) for op in range(4)
+              if (rows := (p[:, 4 + position] == op).nonzero().squeeze(1)).numel()]
+    gray_rows = gray.nonzero().squeeze(1)
+    dev = video.device
+    index = _to_device(torch.cat([touched, gray_rows, *(rows for _, rows in groups)]), dev)
+    factors = _to_device(torch.cat([p[rows, op] for op, rows in groups] or [torch.zeros(0)]), dev)
+    x = frames.index_select(0, index[:len(touched)]).float().div_(255)
+    at, f_at = len(touched) + len(gray_rows), 0
+    for op, rows in groups:
+        n = len(rows)
+        r = index[at:at + n]
+        x[r] = _ADJUST[op](x[r], factors[f_at:f_at + n].view(-1, 1, 1, 1))
+        at, f_at = at + n, f_at + n
+    if len(gray_rows):
+        r = index[len(touched):len(touched) + len(gray_rows)]
+        x[r] = _gray(x[r]).expand(-1, 3, -1, -1)
+    out = frames.clone()
+    out[index[:len(touched)]] = x.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    return out.view(video.shape)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device`` without making the host wait (pinned memory, asynchronous copy)."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
