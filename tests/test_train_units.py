@@ -259,3 +259,44 @@ def test_multiscale_crop_switch_keeps_the_whole_square_frame():
     assert all(torch.equal(off(video, g), whole) for _ in range(5))
     on = train_transform(FinetuneConfig(flip=False, color_jitter=False), 32)
     assert any(not torch.equal(on(video, g), whole) for _ in range(10))
+
+
+class _Clips(torch.utils.data.Dataset):
+    """Random clips through a TrainTransform that draws from torch's global RNG, as VideoClipDataset does."""
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int) -> dict:
+        video = torch.randint(0, 256, (4, 3, 20, 24), dtype=torch.uint8)
+        return {"video": self.transform(video), "label": index % 2, "caption": "", "path": f"clip{index}"}
+
+
+def test_colour_on_the_device_equals_colour_in_the_loader():
+    """color_on=device moves colour jitter + grayscale out of the workers without changing what a clip gets: the
+    seeded item draws the same factors, and the batched device op reproduces the per-clip one."""
+    from actionclip.data import TrainTransform, apply_color
+    from actionclip.train.trainer import _collate, device_color_transform
+
+    cfg = FinetuneConfig(data="d", color_on="device")
+    in_loader = SeededClips(_Clips(TrainTransform(16, jitter_p=0.6, grayscale_p=0.4)), seed=3)
+    colored = _Clips(TrainTransform(16, jitter_p=0.6, grayscale_p=0.4))
+    on_device = SeededClips(colored, seed=3, color=device_color_transform(cfg, torch.device("cpu"), colored))
+    assert colored.transform.color_on_device
+    keys = [(1, i) for i in range(6)]
+    expected = torch.stack([in_loader[k]["video"] for k in keys])
+    batch = _collate([on_device[k] for k in keys])
+    assert batch["color"].shape == (6, 4, 9)
+    assert not torch.equal(batch["video"], expected)  # the workers left the colours alone
+    assert (apply_color(batch["video"], batch["color"]).int() - expected.int()).abs().max() <= 1
+
+    plain = _Clips(TrainTransform(16))
+    assert device_color_transform(FinetuneConfig(data="d"), torch.device("cpu"), plain) is None  # auto: CPU keeps it
+    assert device_color_transform(FinetuneConfig(data="d"), torch.device("cuda"), plain) is plain.transform
+    no_jitter = _Clips(TrainTransform(16, jitter_p=0.0, grayscale_p=0.0))
+    assert device_color_transform(cfg, torch.device("cpu"), no_jitter) is None  # nothing to move
+    with pytest.raises(ConfigError, match="color_on must be one of"):
+        FinetuneConfig.from_dict({"data": "d", "color_on": "gpu"})

@@ -22,6 +22,7 @@ from actionclip.errors import ConfigError
 C = TypeVar("C", bound="StageConfig")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+COLOR_PLACES = ("auto", "loader", "device")
 FINETUNE_LOSSES = ("kl", "infonce")
 PRETRAIN_LOSSES = ("clip", "kl")
 PROMPT_RULES = ("top_k", "all")
@@ -119,6 +120,8 @@ class TrainingConfig(StageConfig):
     augment: bool = True  # random frames + crops (TrainTransform); off: the test sampling and centre crop
     flip: bool = True  # random horizontal flips when augmenting (turn off when left/right is part of the label)
     color_jitter: bool = True  # ActionCLIP's colour jitter and random grayscale when augmenting
+    # on the device the draws stay per clip (made in the workers); only the pixel work moves, off the worker CPUs
+    color_on: str = "auto"  # where colour jitter runs: loader (workers), device (whole batches), auto: device on CUDA
     multiscale_crop: bool = True  # ActionCLIP's multi-scale crop when augmenting; off: a short-side square
     cache_clips: bool = False  # keep every decoded video in memory (per loader worker); sampling/augmentation still run
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
@@ -144,6 +147,7 @@ class TrainingConfig(StageConfig):
         _positive(self, "log_every")
         _at_least(self, "val_every", 0)
         _choice(self, "precision", PRECISIONS)
+        _choice(self, "color_on", COLOR_PLACES)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{self.STAGE} config: betas must be two numbers in [0, 1), got {self.betas}")
         if self.eps <= 0:

@@ -35,10 +35,11 @@ class SeededClips(Dataset):
     the epoch) or plain indices, which use the ``epoch`` attribute.
     """
 
-    def __init__(self, base: Dataset, seed: int) -> None:
+    def __init__(self, base: Dataset, seed: int, color: Any = None) -> None:
         self.base = base
         self.seed = seed
         self.epoch = 0
+        self.color = color  # a TrainTransform: also draw each clip's colour augmentation (item "color")
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -55,6 +56,8 @@ class SeededClips(Dataset):
             random.seed(s)
             try:
                 item = dict(self.base[index])
+                if self.color is not None:  # from the same seeded stream, after the clip's own draws
+                    item["color"] = self.color.color_params(item["video"].shape[0])
             finally:
                 np.random.set_state(np_state)
                 random.setstate(py_state)

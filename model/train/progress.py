@@ -4,6 +4,9 @@ from __future__ import annotations
 import sys
 import time
 
+# steps before the throughput clock starts: compilation, allocator and loader warm-up are not steady-state speed
+WARMUP_STEPS = 5
+
 
 class Progress:
     """Tracks optimiser steps of one training run and shows them.
@@ -23,6 +26,9 @@ class Progress:
         self.start_step = start_step
         self.t0 = time.perf_counter()
         self.clips = 0
+        self.steps = 0
+        self.last = self.t0  # time of the latest step
+        self.warm: tuple[float, int] | None = None  # (time, clips) when warm-up ended
         self.bar = None
         if enabled and not quiet:
             from tqdm import tqdm
@@ -32,10 +38,17 @@ class Progress:
 
     @property
     def clips_per_s(self) -> float:
-        return self.clips / max(time.perf_counter() - self.t0, 1e-9)
+        """Clips per second from the end of the first ``WARMUP_STEPS`` steps of this process (before that: from the
+        start) to the latest step, so time spent after it (a final checkpoint, validation) does not count."""
+        t, clips = self.warm or (self.t0, 0)
+        return (self.clips - clips) / max(self.last - t, 1e-9)
 
     def step(self, step: int, clips: int, loss: float, lr: float) -> None:
         self.clips += clips
+        self.steps += 1
+        self.last = time.perf_counter()
+        if self.steps == WARMUP_STEPS:
+            self.warm = (self.last, self.clips)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{self.clips_per_s:.1f}", refresh=False)
             self.bar.update(1)

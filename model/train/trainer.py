@@ -58,6 +58,9 @@ class TrainingJob:
     texts: TextFn
     loss: str
     validate: Callable[[nn.Module], dict[str, float]] | None = None
+    # tokens in the longest text ``texts`` can return (0: unknown, e.g. free captions); a compiled run pads every
+    # batch to it (else to the context length) so the text shape never changes and dynamo never recompiles
+    text_length: int = 0
 
 
 @dataclass
@@ -79,10 +82,48 @@ class _Objective(nn.Module):
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The data layer's batch plus "index" [B] (dataset positions, for per-clip template draws)."""
+    """The data layer's batch plus "index" [B] (dataset positions, for per-clip template draws) and, when colours
+    are augmented on the device, "color" [B, T, COLOR_PARAMS]."""
     from actionclip.data.loader import collate_clips
 
-    return {**collate_clips(items), "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+    batch = {**collate_clips(items), "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+    if "color" in items[0]:
+        batch["color"] = torch.stack([it["color"] for it in items])
+    return batch
+
+
+def batch_token_ids(texts: list[str], context_length: int, static_length: int | None) -> torch.Tensor:
+    """Token ids [N, L] for one batch: L = its longest text (eager), or one fixed L for every batch under
+    ``torch.compile`` (``static_length``; 0 = the context length), where a new L means a recompilation, at whatever
+    step a batch's longest prompt first changes (a dynamic-shape recompile of the tiny-8 step took 80 s on 2 CPU
+    cores; see tests/test_train_stages.py). Everything here runs on the host, so nothing waits for the device."""
+    from actionclip import tokenize, trim_padding
+
+    ids = tokenize(texts, context_length=context_length, truncate=True)
+    trimmed = trim_padding(ids)
+    if static_length is None:
+        return trimmed
+    length = static_length or context_length
+    if trimmed.shape[1] > length:
+        raise ValueError(f"a text of {trimmed.shape[1]} tokens is longer than the job's text_length {length}")
+    return ids[:, :length]
+
+
+def token_length(texts: list[str], context_length: int) -> int:
+    """Tokens in the longest of ``texts`` (SOT and EOT included), for ``TrainingJob.text_length``."""
+    return int(batch_token_ids(texts, context_length, None).shape[1])
+
+
+def device_color_transform(cfg: TrainingConfig, device: torch.device, dataset: Any):
+    """The dataset's TrainTransform, switched to leave colours to the device, when this run augments colours there."""
+    from actionclip.data import TrainTransform
+
+    transform = getattr(dataset, "transform", None)
+    on_device = cfg.color_on == "device" or (cfg.color_on == "auto" and device.type == "cuda")
+    if not (on_device and isinstance(transform, TrainTransform) and transform.changes_color):
+        return None
+    transform.color_on_device = True
+    return transform
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -126,8 +167,7 @@ def check_resumable(cfg: TrainingConfig, state: dict[str, Any], path: Path) -> N
 def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob, tracker: NullTracker,
           state: dict[str, Any] | None = None) -> TrainOutcome:
     """Run (or continue, from ``state``) the optimisation; ``model`` is updated in place and left in eval mode."""
-    from actionclip import tokenize, trim_padding
-    from actionclip.data import normalize_video
+    from actionclip.data import apply_color, normalize_video
 
     device = env.device
     raw = model.to(device)
@@ -172,7 +212,7 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
 
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     dataset = CachedVideos(job.dataset) if cfg.cache_clips else job.dataset
-    seeded = SeededClips(dataset, cfg.seed)
+    seeded = SeededClips(dataset, cfg.seed, color=device_color_transform(cfg, device, job.dataset))
     # The sampler passes the epoch with every index, so workers can persist (and keep their caches).
     loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
@@ -207,12 +247,16 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
             epoch_losses: list[float] = []
             while global_step < total_steps and batch_in_epoch + cfg.accum_steps <= sampler.batches_per_epoch:
                 t0 = time.perf_counter()
-                step_loss = 0.0
+                loss_sum = torch.zeros((), device=device)
                 for micro in range(cfg.accum_steps):
                     batch = next(it)
                     texts, groups = job.texts(batch, epoch)
-                    video = normalize_video(batch["video"].to(device, non_blocking=True))
-                    ids = trim_padding(tokenize(texts, context_length=raw.context_length, truncate=True)).to(device)
+                    video = batch["video"].to(device, non_blocking=True)
+                    if "color" in batch:
+                        video = apply_color(video, batch["color"])
+                    video = normalize_video(video)
+                    ids = batch_token_ids(texts, raw.context_length, job.text_length if cfg.compile else None)
+                    ids = ids.to(device)
                     last = micro == cfg.accum_steps - 1
                     sync = net.no_sync() if (env.distributed and not last) else nullcontext()
                     with sync:
@@ -223,9 +267,11 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
                         g = gather_features(groups.to(device))
                         loss = stage_loss(job.loss, v, t, g, scale.float())
                         (loss * (env.world_size / cfg.accum_steps)).backward()
-                    step_loss += float(loss.detach()) / cfg.accum_steps
+                    loss_sum += loss.detach()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                if not (math.isfinite(step_loss) and math.isfinite(float(grad_norm))):
+                # the step's one wait for the device: the non-finite check needs both numbers before opt.step()
+                step_loss, grad_norm = torch.stack([loss_sum / cfg.accum_steps, grad_norm.float()]).tolist()
+                if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
                     opt.zero_grad(set_to_none=True)
                     save(epoch, batch_in_epoch)
                     what = "loss" if not math.isfinite(step_loss) else "gradient norm"
@@ -248,7 +294,7 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
                 progress.step(global_step, cfg.batch_size, step_loss, lr)
                 if global_step % cfg.log_every == 0 or global_step == total_steps:
                     dt = time.perf_counter() - t0
-                    m = {"train_loss": sum(window) / len(window), "grad_norm": float(grad_norm),
+                    m = {"train_loss": sum(window) / len(window), "grad_norm": grad_norm,
                          "logit_scale": float(raw.logit_scale.detach().exp()), "epoch": sched.epoch,
                          "clips_per_s": progress.clips_per_s, "step_time_s": dt}
                     m.update({f"lr_{grp['name']}": grp["lr"] for grp in opt.param_groups})
@@ -279,7 +325,8 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
         progress.close()
     raw.eval()
     steps = history["steps"]
-    metrics = {"global_step": float(global_step), "epochs_done": float(steps[-1]["epoch"]) if steps else 0.0}
+    metrics = {"global_step": float(global_step), "epochs_done": float(steps[-1]["epoch"]) if steps else 0.0,
+               "clips_per_s": progress.clips_per_s}
     if steps:
         tail = steps[-min(len(steps), max(steps_per_epoch, 1)):]
         metrics["train_loss"] = sum(s["loss"] for s in tail) / len(tail)
