@@ -95,6 +95,15 @@ def test_frame_folder(tmp_path):
     assert [decoded_index(f) for f in frames] == [0, 11, 5]
 
 
+def test_frame_folder_orders_frames_by_number_past_five_digits(tmp_path):
+    d = write_frame_folder(tmp_path / "vid", 3)  # img_00001 .. img_00003 hold frames 0, 1, 2
+    # frames 99999 and 100000 of a long video: string order would put img_100000 before img_99999
+    (d / "img_00001.jpg").rename(d / "img_99999.jpg")
+    (d / "img_00002.jpg").rename(d / "img_100000.jpg")
+    (d / "img_00003.jpg").rename(d / "img_100001.jpg")
+    assert [decoded_index(f) for f in read_frames(d, [0, 1, 2])] == [0, 1, 2]
+
+
 def _truncated(src, dst):
     data = src.read_bytes()
     dst.write_bytes(data[: len(data) // 2])

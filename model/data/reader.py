@@ -169,7 +169,9 @@ class FrameFolder:
         self.name = os.fspath(path)
         self._dir = Path(path)
         try:
-            names = sorted(n for n in os.listdir(self._dir) if _FRAME_RE.match(n))
+            # numeric order: past 99999 frames the names grow a digit and string order would misplace them
+            names = sorted((n for n in os.listdir(self._dir) if _FRAME_RE.match(n)),
+                           key=lambda n: int(_FRAME_RE.match(n).group(1)))
         except OSError as exc:
             raise VideoReadError(f"{self.name}: cannot list frame folder ({exc.strerror})") from None
         if not names:
