@@ -27,6 +27,8 @@ def prepare_data(
     synthetic_size: int = 64,
     seed: int = 0,
     workers: int = 4,
+    frames_dir: str = "",
+    frame_size: int = 256,
 ) -> None:
     """Probe every video of a source and write the prepared dataset directory as the ``dataset`` artifact.
 
@@ -47,7 +49,10 @@ def prepare_data(
         synthetic_frames: frames per synthetic clip.
         synthetic_size: synthetic frame size in pixels (square).
         seed: seed for the synthetic clips and the train/val split.
-        workers: parallel probing workers.
+        workers: parallel probing (and frame extraction) workers.
+        frames_dir: when set (shared storage), extract every video into JPEG frame folders there and point the
+            manifest at them, so training decodes only the frames it samples (docs/data.md, "Frame folders").
+        frame_size: short side of the extracted frames in pixels (0 keeps the video's size).
     """
     from components._runtime import stage_errors, timed
 
@@ -81,6 +86,8 @@ def prepare_data(
                 max_bad_fraction=max_bad_fraction,
                 workers=workers,
                 progress=False,
+                frames_dir=frames_dir or None,
+                frame_short_side=frame_size,
             )
         summary = prepared.summary
         dataset.metadata.update({

@@ -34,6 +34,8 @@ class PipelineParams:
     synthetic_pretrain_clips: int = 20  # extra captioned pre-training clips per synthetic class
     synthetic_frames: int = 16
     synthetic_size: int = 64
+    frames_dir: str = ""  # extract videos into JPEG frame folders here (data volume) and train from those ("": no)
+    frame_size: int = 256  # short side of extracted frames in pixels (0 keeps the video's size)
     # model and pre-training
     preset: str = "tiny-8-32px"  # architecture preset, e.g. ViT-B/32-8
     weights: str = ""  # checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); "": random init

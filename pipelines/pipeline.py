@@ -38,6 +38,8 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         synthetic_pretrain_clips: int = 20,
         synthetic_frames: int = 16,
         synthetic_size: int = 64,
+        frames_dir: str = "",
+        frame_size: int = 256,
         preset: str = "tiny-8-32px",
         weights: str = "",
         num_frames: int = 0,
@@ -91,6 +93,9 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             synthetic_pretrain_clips: extra captioned pre-training clips per synthetic class.
             synthetic_frames: frames per synthetic clip.
             synthetic_size: synthetic frame size (pixels).
+            frames_dir: extract every video into JPEG frame folders here (data volume) and train from those, so
+                training decodes only the frames it samples (empty: read the videos).
+            frame_size: short side of the extracted frames in pixels (0 keeps the video's size).
             preset: model preset (architecture, frames, fusion), e.g. "ViT-B/32-8".
             weights: checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); empty: random init.
             num_frames: frames per clip (0: the preset's).
@@ -140,7 +145,8 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
                 heldout_labels=heldout_labels, val_fraction=val_fraction, synthetic_dir=synthetic_dir,
                 synthetic_classes=synthetic_classes, synthetic_clips_per_class=synthetic_clips_per_class,
                 synthetic_pretrain_clips=synthetic_pretrain_clips, synthetic_frames=synthetic_frames,
-                synthetic_size=synthetic_size, seed=seed, workers=num_workers,
+                synthetic_size=synthetic_size, seed=seed, workers=num_workers, frames_dir=frames_dir,
+                frame_size=frame_size,
             ), DATA, settings, cache=False).after(parent)
             dataset = prepared.outputs["dataset"]
             pre = apply(c.pretrain_model(

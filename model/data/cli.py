@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bad-fraction", type=float, default=0.1,
                    help="fail if more than this fraction of videos is unreadable (default 0.1)")
     p.add_argument("--workers", type=int, default=4, help="parallel probes (default 4)")
+    p.add_argument("--frames-dir", metavar="DIR",
+                   help="also extract every video into JPEG frame folders under DIR and point the manifest at them "
+                        "(training then decodes only the frames it samples; see docs/data.md)")
+    p.add_argument("--frame-size", type=int, default=256,
+                   help="short side of the extracted frames in pixels; 0 keeps the video's size (default 256)")
+    p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of extracted frames (default 90)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_prepare)
@@ -73,6 +79,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         args.source, args.out, format=args.format, label_map=args.label_map, video_root=args.video_root,
         captions=args.captions, heldout=_labels(args.heldout), val_fraction=args.val_fraction, seed=args.seed,
         max_bad_fraction=args.max_bad_fraction, workers=args.workers, progress=not args.no_progress,
+        frames_dir=args.frames_dir, frame_short_side=args.frame_size, jpeg_quality=args.jpeg_quality,
     )
     s = ds.summary
     print(f"prepared {s['num_videos']} videos into {ds.root}: splits {s['splits']}, "

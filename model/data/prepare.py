@@ -1,7 +1,9 @@
 """Dataset preparation: parse annotations, probe every video in parallel, write the prepared dataset directory.
 
 Output (see docs/ARCHITECTURE.md "Data"): manifest.jsonl, labels.txt, heldout_labels.txt, summary.json,
-rejected.jsonl, probe_cache.json. Videos are never copied; the manifest holds absolute paths.
+rejected.jsonl, probe_cache.json. Videos are never copied; the manifest holds absolute paths. With ``frames_dir``
+every video is also extracted once into a JPEG frame folder there (``frames.extract_frames``) and the manifest
+points at the folders instead.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Iterable, Sequence
 from actionclip.errors import ActionCLIPError
 
 from .formats import DatasetFormatError, Entry, merge_labels, parse_captions, parse_source
+from .frames import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, extract_frames, frame_folder_name
 from .reader import VideoReadError, probe_video
 
 log = logging.getLogger(__name__)
@@ -142,6 +145,55 @@ def probe_all(paths: Sequence[str], cache: dict, *, workers: int, progress: bool
     return results
 
 
+# ------------------------------------------------------------------------------------------------- frame folders
+def _extract_one(video: str, folder: Path, short_side: int | None, quality: int) -> dict:
+    try:
+        return {"info": extract_frames(video, folder, short_side=short_side, quality=quality)}
+    except VideoReadError as exc:
+        return {"error": _strip_path(str(exc), video)}
+    except Exception as exc:  # one bad file (or a full disk, reported per file) must not lose the others' work
+        return {"error": f"frame extraction failed: {type(exc).__name__}: {exc}"[:300]}
+
+
+def _extract_good(good: list[tuple[Entry, dict]], rejected: list[dict], frames_dir: Path, *, short_side: int | None,
+                  quality: int, workers: int, progress: bool) -> list[tuple[Entry, dict]]:
+    """Extract the good videos into ``frames_dir``; entries point at their folders afterwards (infos updated with
+    the folders' frame count and size), failures move to ``rejected``. Threads, as for probing: decord and
+    torchvision's JPEG encoder release the GIL."""
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(e, info) for e, info in good if not os.path.isdir(e.path)]  # frame folders already are
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="extracting frames", unit="video")
+
+    def run(item: tuple[Entry, dict]) -> dict:
+        e = item[0]
+        return _extract_one(e.path, frames_dir / frame_folder_name(e.path), short_side, quality)
+
+    results: dict[int, dict] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for (e, _), res in zip(todo, pool.map(run, todo)):
+            results[id(e)] = res
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    kept: list[tuple[Entry, dict]] = []
+    for e, info in good:
+        res = results.get(id(e))
+        if res is None:
+            kept.append((e, info))
+        elif "error" in res:
+            rejected.append({"path": e.path, "reason": res["error"]})
+        else:
+            e.path = str((frames_dir / frame_folder_name(e.path)).resolve())
+            kept.append((e, {**info, **res["info"]}))
+    log.info("%d videos extracted (or reused) as frame folders under %s", len(todo), frames_dir)
+    return kept
+
+
 # ------------------------------------------------------------------------------------------------------ splitting
 def assign_splits(entries: list[Entry], heldout: set[str], val_fraction: float, seed: int) -> None:
     """Held-out labels -> "heldout" (except "pretrain" rows); unassigned rows -> stratified train/val per label."""
@@ -179,6 +231,9 @@ def prepare_dataset(
     workers: int = 4,
     progress: bool = True,
     check_decode: bool = True,
+    frames_dir: str | os.PathLike | None = None,
+    frame_short_side: int | None = DEFAULT_SHORT_SIDE,
+    jpeg_quality: int = DEFAULT_QUALITY,
 ) -> PreparedDataset:
     """Probe the videos named by ``source`` and write a prepared dataset into ``out_dir``.
 
@@ -187,6 +242,12 @@ def prepare_dataset(
     labels.txt for zero-shot evaluation (default: the ones the source declares, e.g. synthetic). Individual bad
     files are rejected with a reason; more than ``max_bad_fraction`` bad files raises ``DatasetError`` (after
     writing rejected.jsonl so the reasons are not lost).
+
+    ``frames_dir``: extract every good video into a JPEG frame folder under this directory (short side
+    ``frame_short_side``, 0 or None keeps the size; ``jpeg_quality``) and point the manifest at the folders, so
+    training decodes only the frames it samples (docs/data.md, "Frame folders"). Folders of unchanged videos are
+    reused, so a rerun after an interruption extracts only what is missing; a video that fails to extract is
+    rejected like one that fails to probe.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -252,6 +313,9 @@ def prepare_dataset(
             rejected.append({"path": e.path, "reason": res["error"]})
         else:
             good.append((e, res["info"]))
+    if frames_dir is not None:
+        good = _extract_good(good, rejected, Path(frames_dir), short_side=frame_short_side, quality=jpeg_quality,
+                             workers=workers, progress=progress)
     _write_lines(out / "rejected.jsonl", [json.dumps(r, ensure_ascii=False) for r in rejected])
     total = len(entries) - duplicates
     if total == 0:
@@ -299,6 +363,9 @@ def prepare_dataset(
         "val_fraction": val_fraction,
         "seed": seed,
     }
+    if frames_dir is not None:
+        summary["frames"] = {"dir": str(Path(frames_dir).resolve()), "short_side": int(frame_short_side or 0),
+                             "jpeg_quality": jpeg_quality}
     _write_json(out / "summary.json", summary)
     log.info("prepared %d videos (%s), rejected %d -> %s", len(rows), dict(per_split), len(rejected), out)
     return PreparedDataset.load(out)
