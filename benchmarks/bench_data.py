@@ -7,7 +7,9 @@ clips/s through ``VideoClipDataset`` + ``make_loader`` + ``normalize_video``:
 - train pipeline: 8 TSN-random frames, multi-scale crop + flip + colour jitter + grayscale, normalise;
 
 each for 0/1/2 loader workers and for resize-on-decode (decord scales while decoding) vs decode-then-resize
-(full frames decoded, torchvision resizes). Steady state: the first batch (worker start-up) is not timed.
+(full frames decoded, torchvision resizes), and from JPEG frame folders extracted once from the same clips
+(``actionclip data prepare --frames-dir``: only the sampled frames are decoded; ``--no-frame-folders`` skips
+them). Steady state: the first batch (worker start-up) is not timed.
 
     python benchmarks/bench_data.py                 # full table (about 2-4 minutes on 2 cores)
     python benchmarks/bench_data.py --quick         # fewer clips, one repetition
@@ -56,6 +58,21 @@ def make_rows(data_dir: Path, n: int, seconds: int, gop: int) -> list[dict]:
         rows.append({"path": str(path), "label": f"class{i % 4}", "caption": None, "frames": info.frames,
                      "fps": info.fps, "width": info.width, "height": info.height, "duration": info.duration})
     return rows
+
+
+def make_frame_rows(rows: list[dict], frames_dir: Path, short_side: int) -> tuple[list[dict], float, float]:
+    """Frame-folder copies of ``rows`` (extracted once, reused when up to date) -> (rows, seconds per clip to
+    extract, folder size / video size)."""
+    from actionclip.data import extract_frames, frame_folder_name
+
+    out, t0, video_bytes, folder_bytes = [], time.perf_counter(), 0, 0
+    for r in rows:
+        folder = frames_dir / frame_folder_name(r["path"])
+        info = extract_frames(r["path"], folder, short_side=short_side)
+        out.append({**r, "path": str(folder), **info})
+        video_bytes += os.path.getsize(r["path"])
+        folder_bytes += sum(p.stat().st_size for p in folder.iterdir())
+    return out, (time.perf_counter() - t0) / len(rows), folder_bytes / video_bytes
 
 
 def loader_clips_per_s(rows, mode: str, resize_on_decode: bool, workers: int, batch: int, epochs: int,
@@ -151,6 +168,7 @@ def main() -> None:
     ap.add_argument("--model", default="ViT-B/32-8", help="preset for the model-speed comparison ('' to skip)")
     ap.add_argument("--data-dir", help="where the clips are written/reused (default: a temporary directory)")
     ap.add_argument("--quick", action="store_true", help="8 clips, 1 timed epoch, size 224 only")
+    ap.add_argument("--no-frame-folders", action="store_true", help="skip the JPEG frame-folder rows")
     args = ap.parse_args()
     if args.quick:
         args.clips, args.epochs, args.sizes = 8, 1, "224"
@@ -168,6 +186,12 @@ def main() -> None:
     rows = make_rows(data_dir, args.clips, args.seconds, args.gop)
     print(f"# {len(rows)} clips, {args.seconds} s, 340x256 H.264 (gop {args.gop}), written/probed in "
           f"{time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    frame_rows = None
+    if not args.no_frame_folders:
+        # extraction is timed only when it happens (a reused --data-dir reuses up-to-date folders)
+        frame_rows, extract_s, ratio = make_frame_rows(rows, data_dir / "frames", short_side=256)
+        print(f"# frame folders: short side 256, JPEG q90, {ratio:.1f}x the videos' bytes; "
+              f"{extract_s * 1000:.0f} ms per clip to extract (or reuse)")
     print(f"# {args.frames} frames, batch {args.batch}, {args.epochs} timed epoch(s) after a warm-up epoch\n")
 
     for size in sizes:
@@ -180,20 +204,23 @@ def main() -> None:
     results = []
     print(f"| pipeline | crop | decode | {' | '.join(f'{w} workers' for w in workers)} |")
     print(f"|---|---|---|{'---|' * len(workers)}")
+    variants = [("resize-on-decode", rows, True), ("decode-then-resize", rows, False)]
+    if frame_rows is not None:
+        variants.append(("frame folders", frame_rows, True))
     for size in sizes:
         for mode in ("test", "train"):
-            for rod in (True, False):
-                speeds = [loader_clips_per_s(rows, mode, rod, w, args.batch, args.epochs, args.frames, size)
+            for label, variant_rows, rod in variants:
+                speeds = [loader_clips_per_s(variant_rows, mode, rod, w, args.batch, args.epochs, args.frames, size)
                           for w in workers]
-                results.append((size, mode, rod, speeds))
-                label = "resize-on-decode" if rod else "decode-then-resize"
+                if label != "frame folders":
+                    results.append((size, mode, rod, speeds))
                 print(f"| {mode} | {size} | {label} | {' | '.join(f'{s:.1f} clips/s' for s in speeds)} |",
                       flush=True)
 
     if args.model:
         speed = model_clips_per_s(args.model, batch=2, repeats=2)
         if speed is None:
-            print(f"\nmodel comparison skipped: actionclip.create_model not available")
+            print("\nmodel comparison skipped: actionclip.create_model not available")
         else:
             at224 = [(m, r, s) for z, m, r, s in results if z == 224] or [(m, r, s) for z, m, r, s in results]
             test_def = min(s[-1] for m, r, s in at224 if m == "test" and r)
