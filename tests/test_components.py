@@ -95,6 +95,20 @@ def test_prepare_data(chain):
     assert not list(ds.rglob("*.mp4"))
 
 
+def test_prepare_data_frames_dir(chain, tmp_path):
+    """frames_dir: the manifest points at JPEG frame folders on "shared storage"; the artifact stays small."""
+    dataset = _artifact(dsl.Dataset, tmp_path / "dataset")
+    frames = tmp_path / "frames"
+    c.prepare_data.python_func(dataset=dataset, data_source=str(chain["out"] / "videos"), data_format="synthetic",
+                               val_fraction=0.34, workers=1, frames_dir=str(frames), frame_size=32)
+    rows = [json.loads(line) for line in (Path(dataset.path) / "manifest.jsonl").read_text().splitlines()]
+    assert rows and all(Path(r["path"]).parent == frames.resolve() for r in rows)
+    assert all(len(list(Path(r["path"]).glob("img_*.jpg"))) == r["frames"] == 8 for r in rows)
+    assert all((r["width"], r["height"]) == (32, 32) for r in rows)
+    assert not list(Path(dataset.path).rglob("*.jpg"))
+    assert dataset.metadata["num_videos"] == len(rows)
+
+
 def test_pretrain_model(chain):
     model_dir = Path(chain["pretrained"].path)
     assert sorted(p.name for p in model_dir.iterdir()) >= ["config.json", "model.safetensors"]
