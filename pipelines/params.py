@@ -36,6 +36,7 @@ class PipelineParams:
     synthetic_size: int = 64
     frames_dir: str = ""  # extract videos into JPEG frame folders here (data volume) and train from those ("": no)
     frame_size: int = 256  # short side of extracted frames in pixels (0 keeps the video's size)
+    frame_stride: int = 1  # extract every k-th frame (1: all)
     # model and pre-training
     preset: str = "tiny-8-32px"  # architecture preset, e.g. ViT-B/32-8
     weights: str = ""  # checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); "": random init

@@ -40,6 +40,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         synthetic_size: int = 64,
         frames_dir: str = "",
         frame_size: int = 256,
+        frame_stride: int = 1,
         preset: str = "tiny-8-32px",
         weights: str = "",
         num_frames: int = 0,
@@ -96,6 +97,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             frames_dir: extract every video into JPEG frame folders here (data volume) and train from those, so
                 training decodes only the frames it samples (empty: read the videos).
             frame_size: short side of the extracted frames in pixels (0 keeps the video's size).
+            frame_stride: extract every k-th frame (1: all).
             preset: model preset (architecture, frames, fusion), e.g. "ViT-B/32-8".
             weights: checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); empty: random init.
             num_frames: frames per clip (0: the preset's).
@@ -146,7 +148,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
                 synthetic_classes=synthetic_classes, synthetic_clips_per_class=synthetic_clips_per_class,
                 synthetic_pretrain_clips=synthetic_pretrain_clips, synthetic_frames=synthetic_frames,
                 synthetic_size=synthetic_size, seed=seed, workers=num_workers, frames_dir=frames_dir,
-                frame_size=frame_size,
+                frame_size=frame_size, frame_stride=frame_stride,
             ), DATA, settings, cache=False).after(parent)
             dataset = prepared.outputs["dataset"]
             pre = apply(c.pretrain_model(

@@ -30,9 +30,12 @@ def test_extracted_folder_holds_every_frame_in_order_resized(tmp_path):
     assert frames.shape == (13, 3, 24, 32) and frames.dtype == torch.uint8
     assert [decoded_index(f) for f in frames] == list(range(13))
     meta = json.loads((tmp_path / "f" / SOURCE_FILE).read_text())
-    assert meta["source"] == str(video) and meta["settings"] == {"short_side": 24, "quality": 90}
+    assert meta["source"] == str(video) and meta["settings"] == {"short_side": 24, "quality": 90, "stride": 1}
     # short side 0 keeps the decoded size
     assert extract_frames(video, tmp_path / "full", short_side=0)["width"] == 64
+    # stride 3 keeps source frames 0, 3, 6, 9, 12
+    assert extract_frames(video, tmp_path / "s3", short_side=0, stride=3)["frames"] == 5
+    assert [decoded_index(f) for f in open_video(tmp_path / "s3").read(range(5))] == [0, 3, 6, 9, 12]
 
 
 def test_up_to_date_folder_is_reused_and_a_changed_source_or_setting_redone(tmp_path):
@@ -60,6 +63,8 @@ def test_bad_video_is_named_and_leaves_nothing_behind(tmp_path):
         extract_frames(tmp_path / "missing.mp4", tmp_path / "out")
     with pytest.raises(ValueError, match="quality"):
         extract_frames(good, tmp_path / "out", quality=0)
+    with pytest.raises(ValueError, match="stride"):
+        extract_frames(good, tmp_path / "out", stride=0)
     # an interrupted run leaves a .partial folder: the next run replaces it and finishes
     (tmp_path / "g.partial").mkdir()
     (tmp_path / "g.partial" / "img_00001.jpg").write_bytes(b"half")
@@ -88,7 +93,8 @@ def test_prepare_with_frames_dir_points_the_manifest_at_folders_the_loader_reads
         assert r["frames"] == 12 + int(source[-5])  # clip_<i>.mp4 has 12 + i frames
     rejected = [json.loads(line) for line in (tmp_path / "prep" / "rejected.jsonl").read_text().splitlines()]
     assert [r["path"].rsplit("/", 1)[1] for r in rejected] == ["broken.mp4"]
-    assert ds.summary["frames"] == {"dir": str(frames_dir.resolve()), "short_side": 32, "jpeg_quality": 90}
+    assert ds.summary["frames"] == {"dir": str(frames_dir.resolve()), "short_side": 32, "jpeg_quality": 90,
+                                    "stride": 1}
 
     clips = VideoClipDataset(ds.rows("train"), ds.labels, num_frames=4, size=28, mode="train")
     item = clips[0]
@@ -99,6 +105,14 @@ def test_prepare_with_frames_dir_points_the_manifest_at_folders_the_loader_reads
                             max_bad_fraction=0.5, progress=False)
     assert again.rows() == rows and again.dataset_hash == ds.dataset_hash
     assert {p: _mtimes(Path(p)) for p in before} == before  # reused, not re-extracted
+
+    # every 2nd frame: half the frames (rounded up), half the fps, same duration; settings changed -> re-extracted
+    halved = prepare_dataset(src, tmp_path / "prep2", frames_dir=frames_dir, frame_short_side=32, frame_stride=2,
+                             val_fraction=0.34, max_bad_fraction=0.5, progress=False).rows()
+    assert [(r["frames"], r["fps"], r["duration"]) for r in halved] == [
+        ((r["frames"] + 1) // 2, r["fps"] / 2, r["duration"]) for r in rows]
+    with pytest.raises(ValueError, match="frame_stride"):
+        prepare_dataset(src, tmp_path / "prep3", frames_dir=frames_dir, frame_stride=0)
 
 
 def test_cli_prepare_frames_dir(tmp_path, capsys):

@@ -146,9 +146,9 @@ def probe_all(paths: Sequence[str], cache: dict, *, workers: int, progress: bool
 
 
 # ------------------------------------------------------------------------------------------------- frame folders
-def _extract_one(video: str, folder: Path, short_side: int | None, quality: int) -> dict:
+def _extract_one(video: str, folder: Path, short_side: int | None, quality: int, stride: int) -> dict:
     try:
-        return {"info": extract_frames(video, folder, short_side=short_side, quality=quality)}
+        return {"info": extract_frames(video, folder, short_side=short_side, quality=quality, stride=stride)}
     except VideoReadError as exc:
         return {"error": _strip_path(str(exc), video)}
     except Exception as exc:  # one bad file (or a full disk, reported per file) must not lose the others' work
@@ -156,10 +156,10 @@ def _extract_one(video: str, folder: Path, short_side: int | None, quality: int)
 
 
 def _extract_good(good: list[tuple[Entry, dict]], rejected: list[dict], frames_dir: Path, *, short_side: int | None,
-                  quality: int, workers: int, progress: bool) -> list[tuple[Entry, dict]]:
+                  quality: int, stride: int, workers: int, progress: bool) -> list[tuple[Entry, dict]]:
     """Extract the good videos into ``frames_dir``; entries point at their folders afterwards (infos updated with
-    the folders' frame count and size), failures move to ``rejected``. Threads, as for probing: decord and
-    torchvision's JPEG encoder release the GIL."""
+    the folders' frame count and size, fps divided by the stride), failures move to ``rejected``. Threads, as for
+    probing: decord and torchvision's JPEG encoder release the GIL."""
     frames_dir.mkdir(parents=True, exist_ok=True)
     todo = [(e, info) for e, info in good if not os.path.isdir(e.path)]  # frame folders already are
     bar = None
@@ -170,7 +170,7 @@ def _extract_good(good: list[tuple[Entry, dict]], rejected: list[dict], frames_d
 
     def run(item: tuple[Entry, dict]) -> dict:
         e = item[0]
-        return _extract_one(e.path, frames_dir / frame_folder_name(e.path), short_side, quality)
+        return _extract_one(e.path, frames_dir / frame_folder_name(e.path), short_side, quality, stride)
 
     results: dict[int, dict] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -189,7 +189,7 @@ def _extract_good(good: list[tuple[Entry, dict]], rejected: list[dict], frames_d
             rejected.append({"path": e.path, "reason": res["error"]})
         else:
             e.path = str((frames_dir / frame_folder_name(e.path)).resolve())
-            kept.append((e, {**info, **res["info"]}))
+            kept.append((e, {**info, **res["info"], "fps": info["fps"] / stride}))
     log.info("%d videos extracted (or reused) as frame folders under %s", len(todo), frames_dir)
     return kept
 
@@ -234,6 +234,7 @@ def prepare_dataset(
     frames_dir: str | os.PathLike | None = None,
     frame_short_side: int | None = DEFAULT_SHORT_SIDE,
     jpeg_quality: int = DEFAULT_QUALITY,
+    frame_stride: int = 1,
 ) -> PreparedDataset:
     """Probe the videos named by ``source`` and write a prepared dataset into ``out_dir``.
 
@@ -244,13 +245,16 @@ def prepare_dataset(
     writing rejected.jsonl so the reasons are not lost).
 
     ``frames_dir``: extract every good video into a JPEG frame folder under this directory (short side
-    ``frame_short_side``, 0 or None keeps the size; ``jpeg_quality``) and point the manifest at the folders, so
-    training decodes only the frames it samples (docs/data.md, "Frame folders"). Folders of unchanged videos are
+    ``frame_short_side``, 0 or None keeps the size; ``jpeg_quality``; every ``frame_stride``-th frame) and point the
+    manifest at the folders, so training decodes only the frames it samples (docs/data.md, "Frame folders"). Folders of unchanged videos are
     reused, so a rerun after an interruption extracts only what is missing; a video that fails to extract is
     rejected like one that fails to probe.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if frames_dir is not None and not (1 <= jpeg_quality <= 100 and frame_stride >= 1 and (frame_short_side or 0) >= 0):
+        raise ValueError(f"frame extraction needs jpeg_quality in 1..100, frame_stride >= 1 and frame_short_side >= 0; "
+                         f"got {jpeg_quality}, {frame_stride}, {frame_short_side}")
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not sources:
         raise DatasetFormatError("no dataset source given")
@@ -315,7 +319,7 @@ def prepare_dataset(
             good.append((e, res["info"]))
     if frames_dir is not None:
         good = _extract_good(good, rejected, Path(frames_dir), short_side=frame_short_side, quality=jpeg_quality,
-                             workers=workers, progress=progress)
+                             stride=frame_stride, workers=workers, progress=progress)
     _write_lines(out / "rejected.jsonl", [json.dumps(r, ensure_ascii=False) for r in rejected])
     total = len(entries) - duplicates
     if total == 0:
@@ -365,7 +369,7 @@ def prepare_dataset(
     }
     if frames_dir is not None:
         summary["frames"] = {"dir": str(Path(frames_dir).resolve()), "short_side": int(frame_short_side or 0),
-                             "jpeg_quality": jpeg_quality}
+                             "jpeg_quality": jpeg_quality, "stride": frame_stride}
     _write_json(out / "summary.json", summary)
     log.info("prepared %d videos (%s), rejected %d -> %s", len(rows), dict(per_split), len(rejected), out)
     return PreparedDataset.load(out)
