@@ -53,7 +53,7 @@ def prepare_data(
         workers: parallel probing (and frame extraction) workers.
         frames_dir: when set (shared storage), extract every video into JPEG frame folders there and point the
             manifest at them, so training decodes only the frames it samples (docs/data.md, "Frame folders").
-        frame_size: short side of the extracted frames in pixels (0 keeps the video's size).
+        frame_size: scale extracted frames down to this short side in pixels, never up (0 keeps the video's size).
         frame_stride: extract every k-th frame (1: all; 2 or 3 cut the disk with little effect on TSN sampling).
     """
     from components._runtime import stage_errors, timed

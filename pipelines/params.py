@@ -35,7 +35,7 @@ class PipelineParams:
     synthetic_frames: int = 16
     synthetic_size: int = 64
     frames_dir: str = ""  # extract videos into JPEG frame folders here (data volume) and train from those ("": no)
-    frame_size: int = 256  # short side of extracted frames in pixels (0 keeps the video's size)
+    frame_size: int = 256  # scale extracted frames down to this short side (never up; 0 keeps the video's size)
     frame_stride: int = 1  # extract every k-th frame (1: all)
     # model and pre-training
     preset: str = "tiny-8-32px"  # architecture preset, e.g. ViT-B/32-8

@@ -96,7 +96,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             synthetic_size: synthetic frame size (pixels).
             frames_dir: extract every video into JPEG frame folders here (data volume) and train from those, so
                 training decodes only the frames it samples (empty: read the videos).
-            frame_size: short side of the extracted frames in pixels (0 keeps the video's size).
+            frame_size: scale extracted frames down to this short side, never up (0 keeps the video's size).
             frame_stride: extract every k-th frame (1: all).
             preset: model preset (architecture, frames, fusion), e.g. "ViT-B/32-8".
             weights: checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); empty: random init.

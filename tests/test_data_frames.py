@@ -31,8 +31,9 @@ def test_extracted_folder_holds_every_frame_in_order_resized(tmp_path):
     assert [decoded_index(f) for f in frames] == list(range(13))
     meta = json.loads((tmp_path / "f" / SOURCE_FILE).read_text())
     assert meta["source"] == str(video) and meta["settings"] == {"short_side": 24, "quality": 90, "stride": 1}
-    # short side 0 keeps the decoded size
+    # short side 0 keeps the decoded size, and so does a short side above the video's (no upscaling)
     assert extract_frames(video, tmp_path / "full", short_side=0)["width"] == 64
+    assert extract_frames(video, tmp_path / "small", short_side=256)["width"] == 64
     # stride 3 keeps source frames 0, 3, 6, 9, 12
     assert extract_frames(video, tmp_path / "s3", short_side=0, stride=3)["frames"] == 5
     assert [decoded_index(f) for f in open_video(tmp_path / "s3").read(range(5))] == [0, 3, 6, 9, 12]

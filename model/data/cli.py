@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also extract every video into JPEG frame folders under DIR and point the manifest at them "
                         "(training then decodes only the frames it samples; see docs/data.md)")
     p.add_argument("--frame-size", type=int, default=256,
-                   help="short side of the extracted frames in pixels; 0 keeps the video's size (default 256)")
+                   help="scale extracted frames down to this short side in pixels (never up); 0 keeps the video's "
+                        "size (default 256)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of extracted frames (default 90)")
     p.add_argument("--frame-stride", type=int, default=1,
                    help="extract every k-th frame (default 1: all); 2 or 3 cut the disk with little effect on sampling")

@@ -69,8 +69,9 @@ def extract_frames(
 ) -> dict:
     """Decode every frame of ``video_path`` once, in order, and write ``folder/img_00001.jpg`` ...
 
-    ``short_side``: frames are resized (bilinear, antialiased, aspect kept) so their short side is this; None or
-    0 keeps the decoded size. ``stride`` k keeps every k-th frame (source frames 0, k, 2k, ...): TSN sampling
+    ``short_side``: frames with a longer short side are scaled down to it (bilinear, antialiased, aspect kept);
+    smaller frames are kept as they are (upscaling would only add bytes: the loader resizes anyway); None or 0
+    keeps every size. ``stride`` k keeps every k-th frame (source frames 0, k, 2k, ...): TSN sampling
     takes 8-32 frames spread over the whole video, so k = 2 or 3 costs it little and cuts the disk by k. Frames
     are decoded ``chunk`` at a time, so memory stays flat for long videos.
     Returns {"frames", "width", "height"} of the written frames; an up-to-date folder is reused as it is. Raises
@@ -100,7 +101,7 @@ def extract_frames(
             height = width = 0
             for start in range(0, n, chunk):
                 frames = video.read(kept[start:start + chunk])  # uint8 [t, 3, H, W], ascending: one forward pass
-                if short_side:
+                if short_side and min(frames.shape[-2:]) > short_side:
                     frames = resize_short_side(frames, short_side)
                 height, width = int(frames.shape[-2]), int(frames.shape[-1])
                 for i, frame in enumerate(frames, start=start + 1):
