@@ -1,4 +1,4 @@
-"""Frame-folder extraction over real files: decord decodes the video, torchvision writes JPEGs, the loader reads them."""
+"""Frame-folder extraction over real files: decord decodes, torchvision writes JPEGs, the loader reads them."""
 from __future__ import annotations
 
 import json

@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .reader import VideoReadError, open_video
+from .reader import open_video
 from .transforms import resize_short_side
 
 SOURCE_FILE = "source.json"
@@ -117,5 +117,5 @@ def extract_frames(
     return {"frames": n, "width": width, "height": height}
 
 
-__all__ = ["DEFAULT_QUALITY", "DEFAULT_SHORT_SIDE", "SOURCE_FILE", "VideoReadError", "existing_extraction",
-           "extract_frames", "frame_folder_name"]
+__all__ = ["DEFAULT_QUALITY", "DEFAULT_SHORT_SIDE", "SOURCE_FILE", "existing_extraction", "extract_frames",
+           "frame_folder_name"]

@@ -244,16 +244,17 @@ def prepare_dataset(
     files are rejected with a reason; more than ``max_bad_fraction`` bad files raises ``DatasetError`` (after
     writing rejected.jsonl so the reasons are not lost).
 
-    ``frames_dir``: extract every good video into a JPEG frame folder under this directory (short side
-    ``frame_short_side``, 0 or None keeps the size; ``jpeg_quality``; every ``frame_stride``-th frame) and point the
-    manifest at the folders, so training decodes only the frames it samples (docs/data.md, "Frame folders"). Folders of unchanged videos are
-    reused, so a rerun after an interruption extracts only what is missing; a video that fails to extract is
-    rejected like one that fails to probe.
+    ``frames_dir``: extract every good video into a JPEG frame folder under this directory (scaled down to short
+    side ``frame_short_side``, never up, 0 or None keeps the size; ``jpeg_quality``; every ``frame_stride``-th
+    frame) and point the manifest at the folders, so training decodes only the frames it samples (docs/data.md,
+    "Frame folders"). Folders of unchanged videos are reused, so a rerun after an interruption extracts only what
+    is missing; a video that fails to extract is rejected like one that fails to probe.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if frames_dir is not None and not (1 <= jpeg_quality <= 100 and frame_stride >= 1 and (frame_short_side or 0) >= 0):
-        raise ValueError(f"frame extraction needs jpeg_quality in 1..100, frame_stride >= 1 and frame_short_side >= 0; "
+    bad_frames = not (1 <= jpeg_quality <= 100 and frame_stride >= 1 and (frame_short_side or 0) >= 0)
+    if frames_dir is not None and bad_frames:  # checked before probing, not found out once per video
+        raise ValueError(f"frame extraction needs jpeg_quality in 1..100, frame_stride >= 1, frame_short_side >= 0; "
                          f"got {jpeg_quality}, {frame_stride}, {frame_short_side}")
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not sources:
