@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,18 +79,37 @@ def test_bad_video_is_named_and_leaves_nothing_behind(tmp_path):
     bad.write_bytes(good.read_bytes()[:300])
     with pytest.raises(VideoReadError, match="bad.mp4"):
         extract_frames(bad, tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert sorted(os.listdir(tmp_path)) == ["bad.mp4", "good.mp4"]  # no folder, finished or partial
     with pytest.raises(VideoReadError, match="file not found"):
         extract_frames(tmp_path / "missing.mp4", tmp_path / "out")
     with pytest.raises(ValueError, match="quality"):
         extract_frames(good, tmp_path / "out", quality=0)
     with pytest.raises(ValueError, match="stride"):
         extract_frames(good, tmp_path / "out", stride=0)
-    # an interrupted run leaves a .partial folder: the next run replaces it and finishes
-    (tmp_path / "g.partial").mkdir()
-    (tmp_path / "g.partial" / "img_00001.jpg").write_bytes(b"half")
+    # a killed run leaves a .partial-* folder: the next run finishes on its own and removes old leftovers, but not
+    # a young one (it may be a live writer's)
+    old, young = tmp_path / "g.partial-0badc0de", tmp_path / "g.partial-5eedf00d"
+    for d in (old, young):
+        d.mkdir()
+        (d / "img_00001.jpg").write_bytes(b"half")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
     assert extract_frames(good, tmp_path / "g")["frames"] == 10
-    assert not (tmp_path / "g.partial").exists()
+    assert not old.exists() and young.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("g.") or p.name == "g") == [
+        "g", young.name]
+
+
+def test_concurrent_extractions_of_one_video_agree(tmp_path):
+    """Two prepare runs over the same videos (two pipeline runs) may extract one video at once: each writes its
+    own partial folder; the first rename wins, the others find the folder done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    video = write_video(tmp_path / "v.mp4", n=24)  # index-coded frames are distinct up to 25
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: extract_frames(video, tmp_path / "f", short_side=32), range(4)))
+    assert results == [{"frames": 24, "width": 42, "height": 32}] * 4
+    assert sorted(os.listdir(tmp_path)) == ["f", "v.mp4"]  # no partial folder left behind
+    assert [decoded_index(f) for f in open_video(tmp_path / "f").read(range(24))] == list(range(24))
 
 
 def test_prepare_with_frames_dir_points_the_manifest_at_folders_the_loader_reads(tmp_path):

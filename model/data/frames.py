@@ -8,21 +8,26 @@ folder turns that into T independent JPEG decodes (docs/data.md has the measured
 
 A folder ``<frames_dir>/<stem>-<digest>/`` holds ``img_00001.jpg`` ... and ``source.json`` (the source's path,
 size and mtime, and the extraction settings). Folders are complete or absent: each is written under a
-``.partial`` name and renamed when done, so an interrupted extraction resumes by redoing only unfinished videos,
-and an unchanged video with the same settings is never extracted twice.
+``.partial-<random>`` name and renamed when done, so an interrupted extraction resumes by redoing only unfinished
+videos, an unchanged video with the same settings is never extracted twice, and concurrent runs over the same
+videos do not write into each other's folders.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
+import time
+import uuid
 from pathlib import Path
 
 from .reader import open_video
 from .transforms import resize_short_side
 
 SOURCE_FILE = "source.json"
+PARTIAL = ".partial-"  # <folder>.partial-<random>: a folder being written
 DEFAULT_SHORT_SIDE = 256  # the short side ActionCLIP's training crops are taken from (224 px crops)
 DEFAULT_QUALITY = 90
 
@@ -88,10 +93,10 @@ def extract_frames(
     done = existing_extraction(src, dst, short_side=short_side, quality=quality, stride=stride)
     if done is not None:
         return done
-    partial = dst.with_name(dst.name + ".partial")
-    for stale in (partial, dst):
-        if stale.exists():
-            shutil.rmtree(stale)
+    _remove_stale_partials(dst)
+    # a name of its own per writer: two prepare runs over the same videos (two pipeline runs, say) never write
+    # into one folder; whichever renames second finds the folder done and drops its copy
+    partial = dst.with_name(f"{dst.name}{PARTIAL}{uuid.uuid4().hex[:8]}")
     partial.mkdir(parents=True)
     try:
         with open_video(src, threads=1) as video:
@@ -110,11 +115,40 @@ def extract_frames(
         meta = {"source": os.path.abspath(src), "stat": stat, "settings": _settings(short_side, quality, stride),
                 "frames": n, "width": width, "height": height}
         (partial / SOURCE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, dst)
+        _publish(partial, dst, src, short_side, quality, stride)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return {"frames": n, "width": width, "height": height}
+
+
+def _publish(partial: Path, dst: Path, src: str, short_side: int | None, quality: int, stride: int) -> None:
+    """Rename the finished ``partial`` folder to ``dst``. A ``dst`` that is already an up-to-date extraction (a
+    concurrent writer finished first) is kept and ``partial`` dropped; a stale one is replaced."""
+    for _ in range(3):
+        try:
+            os.replace(partial, dst)  # atomic; fails on an existing non-empty dst
+            return
+        except OSError:
+            if not dst.exists():
+                raise
+        if existing_extraction(src, dst, short_side=short_side, quality=quality, stride=stride) is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+            return
+        shutil.rmtree(dst, ignore_errors=True)
+    raise OSError(f"{dst}: could not replace the existing folder")
+
+
+def _remove_stale_partials(dst: Path, max_age_s: float = 6 * 3600) -> None:
+    """Remove unfinished folders of ``dst`` left by killed runs (older than ``max_age_s``; a live writer's is
+    younger: one video takes seconds to minutes)."""
+    now = time.time()
+    for p in dst.parent.glob(f"{glob.escape(dst.name)}{PARTIAL}*"):
+        try:
+            if now - p.stat().st_mtime > max_age_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
 
 
 __all__ = ["DEFAULT_QUALITY", "DEFAULT_SHORT_SIDE", "SOURCE_FILE", "existing_extraction", "extract_frames",
