@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from actionclip.errors import ActionCLIPError
 
@@ -97,13 +97,35 @@ def _stat_key(path: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _probe(path: str, check_decode: bool) -> dict:
+def _per_file(path: str, work: Callable[[], dict]) -> dict:
+    """{"info": work()} or {"error": reason}: one bad file (or a full disk, reported per file) never aborts the
+    run or loses the other files' work."""
     try:
-        return {"info": probe_video(path, check_decode=check_decode).to_dict()}
+        return {"info": work()}
     except VideoReadError as exc:
         return {"error": _strip_path(str(exc), path)}
-    except Exception as exc:  # an unexpected failure in one file must not abort the whole run
+    except Exception as exc:
         return {"error": f"unexpected {type(exc).__name__}: {exc}"[:300]}
+
+
+def _map_files(work: Callable[[Any], dict], items: Sequence[Any], *, workers: int, progress: bool,
+               desc: str) -> list[dict]:
+    """``work`` over ``items`` in a thread pool (decord and torchvision's JPEG codec release the GIL), in order,
+    with a tqdm bar."""
+    bar = None
+    if progress and items:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, unit="video")
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for res in pool.map(work, items):
+            results.append(res)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results
 
 
 def _strip_path(message: str, path: str) -> str:
@@ -112,7 +134,7 @@ def _strip_path(message: str, path: str) -> str:
 
 
 def probe_all(paths: Sequence[str], cache: dict, *, workers: int, progress: bool, check_decode: bool) -> dict:
-    """Probe ``paths`` (threads: decord releases the GIL while decoding) -> {path: {"info"| "error"}}.
+    """Probe ``paths`` in threads -> {path: {"info"| "error"}}.
 
     ``cache`` maps path -> {"stat": [size, mtime_ns], ...}; unchanged files reuse their earlier result and the cache
     is updated in place.
@@ -128,69 +150,46 @@ def probe_all(paths: Sequence[str], cache: dict, *, workers: int, progress: bool
             results[p] = {k: v for k, v in hit.items() if k != "stat"}
         else:
             todo.append((p, key))
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
+    def probe(item: tuple[str, list[int]]) -> dict:
+        return _per_file(item[0], lambda: probe_video(item[0], check_decode=check_decode).to_dict())
 
-        bar = tqdm(total=len(todo), desc="probing videos", unit="video")
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for (p, key), res in zip(todo, pool.map(lambda item: _probe(item[0], check_decode), todo)):
-            results[p] = res
-            cache[p] = {"stat": key, **res}
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    for (p, key), res in zip(todo, _map_files(probe, todo, workers=workers, progress=progress,
+                                              desc="probing videos")):
+        results[p] = res
+        cache[p] = {"stat": key, **res}
     log.info("probed %d videos (%d from cache)", len(todo), len(paths) - len(todo))
     return results
 
 
 # ------------------------------------------------------------------------------------------------- frame folders
-def _extract_one(video: str, folder: Path, short_side: int | None, quality: int, stride: int) -> dict:
-    try:
-        return {"info": extract_frames(video, folder, short_side=short_side, quality=quality, stride=stride)}
-    except VideoReadError as exc:
-        return {"error": _strip_path(str(exc), video)}
-    except Exception as exc:  # one bad file (or a full disk, reported per file) must not lose the others' work
-        return {"error": f"frame extraction failed: {type(exc).__name__}: {exc}"[:300]}
-
-
 def _extract_good(good: list[tuple[Entry, dict]], rejected: list[dict], frames_dir: Path, *, short_side: int | None,
                   quality: int, stride: int, workers: int, progress: bool) -> list[tuple[Entry, dict]]:
     """Extract the good videos into ``frames_dir``; entries point at their folders afterwards (infos updated with
-    the folders' frame count and size, fps divided by the stride), failures move to ``rejected``. Threads, as for
-    probing: decord and torchvision's JPEG encoder release the GIL."""
+    the folders' frame count and size, fps divided by the stride), failures move to ``rejected``."""
     frames_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(e, info) for e, info in good if not os.path.isdir(e.path)]  # frame folders already are
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc="extracting frames", unit="video")
+    def extract(e: Entry) -> dict:
+        if os.path.isdir(e.path):  # a frame folder already
+            return {"info": {}}
+        folder = frames_dir / frame_folder_name(e.path)
+        return _per_file(e.path, lambda: {
+            **extract_frames(e.path, folder, short_side=short_side, quality=quality, stride=stride),
+            "path": str(folder.resolve()),
+        })
 
-    def run(item: tuple[Entry, dict]) -> dict:
-        e = item[0]
-        return _extract_one(e.path, frames_dir / frame_folder_name(e.path), short_side, quality, stride)
-
-    results: dict[int, dict] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for (e, _), res in zip(todo, pool.map(run, todo)):
-            results[id(e)] = res
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    results = _map_files(extract, [e for e, _ in good], workers=workers, progress=progress,
+                         desc="extracting frames")
     kept: list[tuple[Entry, dict]] = []
-    for e, info in good:
-        res = results.get(id(e))
-        if res is None:
-            kept.append((e, info))
-        elif "error" in res:
+    for (e, info), res in zip(good, results):
+        if "error" in res:
             rejected.append({"path": e.path, "reason": res["error"]})
+        elif not res["info"]:
+            kept.append((e, info))
         else:
-            e.path = str((frames_dir / frame_folder_name(e.path)).resolve())
-            kept.append((e, {**info, **res["info"], "fps": info["fps"] / stride}))
-    log.info("%d videos extracted (or reused) as frame folders under %s", len(todo), frames_dir)
+            found = dict(res["info"])
+            e.path = found.pop("path")
+            kept.append((e, {**info, **found, "fps": info["fps"] / stride}))
+    log.info("%d videos extracted (or reused) as frame folders under %s", len(good), frames_dir)
     return kept
 
 
