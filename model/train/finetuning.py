@@ -21,6 +21,7 @@ from actionclip.train.distributed import DistEnv
 from actionclip.train.result import StageResult
 from actionclip.train.runner import run_training_stage
 from actionclip.train.trainer import TrainingJob, token_length
+from actionclip.zeroshot import build_prompts
 
 
 def read_prompt_templates(path: str) -> list[str]:
@@ -79,9 +80,8 @@ def finetune(cfg: FinetuneConfig) -> StageResult:
                 res = classification_metrics(view_scores(feats, prompt_bank(m, labels, templates)), y, labels)
                 return {"val_top1": res["top1"], "val_top5": res["top5"], "val_mean_class_acc": res["mean_class_acc"]}
 
-        prompts = [fill_template(t, label) for t in templates for label in labels]
         return TrainingJob(dataset=dataset, texts=texts, loss=cfg.loss, validate=validate,
-                           text_length=token_length(prompts, model.context_length))
+                           text_length=token_length(build_prompts(labels, templates), model.context_length))
 
     extra = {"train_clips": len(rows), "val_clips": len(val_rows), "num_classes": len(labels),
              "templates": templates}
