@@ -117,18 +117,6 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The finite scalar entries of a metrics mapping (KFP Metrics and MLflow accept numbers only)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        value = float(value)
-        if value == value and value not in (float("inf"), float("-inf")):
-            out[key] = value
-    return out
-
-
 def top_confused_classes(confusion: list[list[float]], n: int) -> list[int]:
     """Indices of at most ``n`` classes to show in a confusion matrix, in label order.
 
@@ -173,6 +161,8 @@ def build_config(config_cls: Any, values: Mapping[str, Any], overrides: Mapping[
 
 def log_scalars(metrics_artifact: Any, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Log the finite scalars of ``metrics`` on a KFP ``Metrics`` artifact; returns what was logged."""
+    from actionclip.tracking import scalar_metrics
+
     scalars = scalar_metrics(metrics)
     for key, value in scalars.items():
         metrics_artifact.log_metric(prefix + key, value)

@@ -51,7 +51,7 @@ def register_model(
 
     with stage_errors("register"):
         from actionclip.serving import register_model as register
-        from actionclip.train import tracking
+        from actionclip import tracking
 
         dataset_hash = dataset.metadata.get("dataset_hash") or json.loads(
             Path(dataset.path, "summary.json").read_text(encoding="utf-8"))["dataset_hash"]

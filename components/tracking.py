@@ -28,7 +28,7 @@ def open_run(
     from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("open-run"):
-        from actionclip.train import tracking
+        from actionclip import tracking
 
         with timed("open-run"):
             run_id = tracking.start_parent_run(
@@ -57,7 +57,7 @@ def close_run(
     from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("close-run"):
-        from actionclip.train import tracking
+        from actionclip import tracking
 
         client = tracking.client()
         exp = client.get_experiment_by_name(experiment)

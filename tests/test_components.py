@@ -146,7 +146,7 @@ def test_evaluate_model(chain):
 
 
 def test_register_model_and_run_tree(chain, store):
-    from actionclip.train import tracking
+    from actionclip import tracking
 
     record = json.loads(Path(chain["registered"].path).read_text())
     assert chain["uri"] == record["model_uri"] == "models:/unit-model/1"
@@ -163,7 +163,7 @@ def test_register_model_and_run_tree(chain, store):
 
 
 def test_open_and_close_run(chain, store):
-    from actionclip.train import tracking
+    from actionclip import tracking
 
     client = tracking.client()
     assert client.get_run(chain["parent"]).data.tags[_runtime.JOB_TAG] == "unit-job"

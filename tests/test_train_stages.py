@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from actionclip.cli import main as cli_main
 from actionclip.train import EvaluateConfig, FinetuneConfig, PretrainConfig, PromptConfig
 from actionclip.train import evaluate, finetune, pretrain, prompt
-from actionclip.train import tracking
+from actionclip import tracking
 
 SEEN = ["moving left", "moving right", "growing", "blinking"]
 HELDOUT = ["shaking"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from actionclip.errors import ConfigError
-from actionclip.train.tracking import NullTracker, log_stage_start, open_tracker
+from actionclip.tracking import NullTracker, log_stage_start, open_tracker
 
 
 def apply_threads(threads: int) -> None:
@@ -87,12 +87,6 @@ def write_json(path: str | Path, data: Any) -> Path:
     tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n", encoding="utf-8")
     tmp.replace(p)
     return p
-
-
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The finite numeric entries of a metrics dict (what goes to MLflow and ``StageResult.metrics``)."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
 @contextmanager

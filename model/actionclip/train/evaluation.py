@@ -17,7 +17,8 @@ import json
 import re
 from pathlib import Path
 
-from actionclip.train.common import (apply_threads, load_dataset, scalar_metrics, seed_everything, split_rows,
+from actionclip.tracking import scalar_metrics
+from actionclip.train.common import (apply_threads, load_dataset, seed_everything, split_rows,
                                      tracked_stage, write_json)
 from actionclip.train.config import EvaluateConfig
 from actionclip.train.result import StageResult

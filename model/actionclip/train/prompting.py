@@ -9,7 +9,8 @@ reported as the stage's zero-shot top-1/top-5. Output ``prompt.json``:
 """
 from __future__ import annotations
 
-from actionclip.train.common import (apply_threads, load_dataset, scalar_metrics, seed_everything, split_rows,
+from actionclip.tracking import scalar_metrics
+from actionclip.train.common import (apply_threads, load_dataset, seed_everything, split_rows,
                                      tracked_stage, write_json)
 from actionclip.train.config import PromptConfig
 from actionclip.train.result import StageResult

@@ -11,7 +11,8 @@ from typing import Any, Callable
 from torch import nn
 
 from actionclip.train import checkpointing as ckpt
-from actionclip.train.common import apply_threads, scalar_metrics, seed_everything, tracked_stage, write_json
+from actionclip.tracking import scalar_metrics
+from actionclip.train.common import apply_threads, seed_everything, tracked_stage, write_json
 from actionclip.train.config import TrainingConfig
 from actionclip.train.distributed import DistEnv, barrier, cleanup_distributed, setup_distributed
 from actionclip.train.result import StageResult

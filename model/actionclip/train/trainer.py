@@ -34,7 +34,7 @@ from actionclip.train.losses import gather_features, stage_loss
 from actionclip.train.optim import build_optimizer, freeze_towers
 from actionclip.train.progress import Progress
 from actionclip.train.schedule import WarmupCosine
-from actionclip.train.tracking import NullTracker
+from actionclip.tracking import NullTracker
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps exp(logit_scale) at 100
 # Config keys that fix the data order and the schedule: a checkpoint cannot continue a run that changed them.
