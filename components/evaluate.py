@@ -65,6 +65,8 @@ def evaluate_model(
     )
     from components.report import render_html, render_markdown
 
+    from actionclip.labels import read_labels
+
     with stage_errors("evaluate"), work_dir(work_root, job_name, "evaluate") as scratch:
         from actionclip.train import EvaluateConfig
         from actionclip.train import evaluate as run_evaluate
@@ -93,7 +95,7 @@ def evaluate_model(
         evaluation.metadata.update({"mlflow_run_id": result.run_id or ""})
         log_scalars(metrics, {k: v for k, v in full.items() if not isinstance(v, (dict, list))})
 
-        labels = full.get("labels") or Path(dataset.path, "labels.txt").read_text(encoding="utf-8").splitlines()
+        labels = full.get("labels") or read_labels(Path(dataset.path, "labels.txt"))
         matrix = full.get("confusion") or []
         if matrix:
             keep = top_confused_classes(matrix, max_confusion_classes)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from actionclip.errors import ActionCLIPError
+from actionclip.labels import read_labels
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 FORMATS = ("synthetic", "folder", "mmaction", "kinetics", "frames", "captions")
@@ -57,7 +58,7 @@ def read_label_map(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise DatasetFormatError(f"label map {p} not found")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = read_labels(p)
     if not lines:
         raise DatasetFormatError(f"label map {p} is empty")
     has_header = lines[0].replace(" ", "").lower() == "id,name"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from actionclip.errors import ActionCLIPError
+from actionclip.labels import read_labels
 
 from .formats import DatasetFormatError, Entry, merge_labels, parse_captions, parse_source
 from .frames import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, extract_frames, frame_folder_name
@@ -57,8 +58,8 @@ class PreparedDataset:
         heldout_file = root / "heldout_labels.txt"
         return cls(
             root=root,
-            labels=_read_lines(root / "labels.txt"),
-            heldout_labels=_read_lines(heldout_file) if heldout_file.is_file() else [],
+            labels=read_labels(root / "labels.txt"),
+            heldout_labels=read_labels(heldout_file) if heldout_file.is_file() else [],
             dataset_hash=summary.get("dataset_hash", ""),
             summary=summary,
         )
@@ -82,10 +83,6 @@ class PreparedDataset:
             return self.labels.index(label)  # type: ignore[arg-type]
         except ValueError:
             return -1
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
 # --------------------------------------------------------------------------------------------------- probe cache

@@ -243,8 +243,9 @@ def read_label_file(path: str | os.PathLike[str]) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise ServingInputError(f"label file not found: {p}")
-    labels = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-    labels = [ln for ln in labels if ln and not ln.startswith("#")]
+    from actionclip.labels import read_labels
+
+    labels = read_labels(p)
     if not labels:
         raise ServingInputError(f"label file {p} has no labels")
     return labels

@@ -7,8 +7,6 @@ templates (ActionCLIP scoring, one view).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,21 +24,14 @@ from actionclip.zeroshot import build_prompts
 
 def read_prompt_templates(path: str) -> list[str]:
     """Templates kept by the prompt stage (``prompt.json``), or ActionCLIP's 16 when ``path`` is empty."""
-    from actionclip import TEMPLATES
+    from actionclip.zeroshot import TEMPLATES, PromptError, read_prompt_file
 
     if not path:
         return list(TEMPLATES)
-    p = Path(path)
-    if p.is_dir():
-        p = p / "prompt.json"
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read prompt artifact {p}: {exc}") from None
-    templates = data.get("templates") if isinstance(data, dict) else None
-    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise ConfigError(f"prompt artifact {p} has no usable 'templates' list (strings with '{{}}')")
-    return templates
+        return read_prompt_file(path)
+    except PromptError as exc:  # a stage setting that points at a bad file: a config error of the stage
+        raise ConfigError(str(exc)) from None
 
 
 def finetune(cfg: FinetuneConfig) -> StageResult:
