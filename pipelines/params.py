@@ -115,25 +115,19 @@ def check_names(params: Any) -> None:
 
 def parse_value(name: str, text: str) -> Any:
     """Convert a command-line string to the parameter's type (lists: comma-separated; dicts: JSON)."""
+    import typing
+
+    from actionclip.train.config import coerce
+
     check_names([name])
-    tp = str({f.name: f.type for f in param_fields()}[name])
+    tp = typing.get_type_hints(PipelineParams)[name]
     try:
-        if tp == "bool":
-            low = text.lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return low in ("true", "1", "yes")
-        if tp == "int":
-            return int(text)
-        if tp == "float":
-            return float(text)
-        if tp.startswith("list"):
-            return [v for v in (s.strip() for s in text.split(",")) if v]
-        if tp == "dict":
+        if tp is dict:
             value = json.loads(text)
             if not isinstance(value, dict):
                 raise ValueError
             return value
-    except (ValueError, json.JSONDecodeError):
-        raise ConfigError(f"pipeline parameter {name!r} expects {tp}, got {text!r}") from None
-    return text
+        return coerce(name, text, tp)
+    except (ValueError, ConfigError):  # json.JSONDecodeError is a ValueError
+        kind = {f.name: str(f.type) for f in param_fields()}[name]
+        raise ConfigError(f"pipeline parameter {name!r} expects {kind}, got {text!r}") from None

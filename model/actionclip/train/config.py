@@ -67,7 +67,7 @@ class StageConfig:
                 close = difflib.get_close_matches(key.replace("-", "_"), types_, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigError(f"unknown {cls.STAGE} config key(s): {', '.join(hints)}")
-        kwargs = {k.replace("-", "_"): _coerce(k, v, types_[k.replace("-", "_")]) for k, v in values.items()}
+        kwargs = {k.replace("-", "_"): coerce(k, v, types_[k.replace("-", "_")]) for k, v in values.items()}
         cfg = cls(**kwargs)
         cfg.validate()
         return cfg
@@ -282,21 +282,25 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Check/convert ``value`` to the annotated type (ints accepted for floats, strings for CLI-style input)."""
+def coerce(name: str, value: Any, tp: Any) -> Any:
+    """Check/convert ``value`` to the annotated type (ints accepted for floats, strings for CLI-style input).
+
+    The one rule for text input, used by the stage configs and the pipeline's flags alike: booleans are
+    true/yes/1/on or false/no/0/off (any case); a list given as one string is comma-separated, items stripped.
+    """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(name, value, args[0])
+        return coerce(name, value, args[0])
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config field {name!r} must be a list, got {value!r}")
-        return [_coerce(name, v, item) for v in value]
+        return [coerce(name, v, item) for v in value]
     try:
         if tp is bool:
             if isinstance(value, bool):
