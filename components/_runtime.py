@@ -159,6 +159,16 @@ def build_config(config_cls: Any, values: Mapping[str, Any], overrides: Mapping[
     return config_cls.from_dict({**values, **overrides})
 
 
+def stage_config(config_cls: Any, params: Mapping[str, Any], wired: Mapping[str, Any]) -> Any:
+    """The stage config of a component call: each of the component's ``params`` that names a config field, the
+    values the pipeline wires (``wired``: artifact paths, scratch folder) and the stage's ``overrides`` on top."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in params.items() if k in fields and k not in wired}
+    return build_config(config_cls, {**values, **wired, "quiet": True}, params.get("overrides"))
+
+
 def log_scalars(metrics_artifact: Any, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Log the finite scalars of ``metrics`` on a KFP ``Metrics`` artifact; returns what was logged."""
     from actionclip.tracking import scalar_metrics

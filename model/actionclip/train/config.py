@@ -169,8 +169,9 @@ class PretrainConfig(TrainingConfig):
     STAGE: ClassVar[str] = "pretrain"
 
     epochs: float = 0.0
-    num_frames: int = 0  # override the checkpoint's frame count (0: keep)
-    fusion: str = ""  # override the fusion module: meanP, Transf, Conv1D, LSTM, Transf_cls ("" keeps)
+    preset: str = ""  # preset whose frame count and fusion a checkpoint `model` gets ("": the checkpoint's own)
+    num_frames: int = 0  # frames per clip (0: the preset's: `model` itself when it is a preset, else `preset`)
+    fusion: str = ""  # temporal fusion: meanP, Transf, Conv1D, LSTM, Transf_cls ("": the preset's, as num_frames)
     split: list[str] = field(default_factory=lambda: ["pretrain", "train"])  # splits whose clips/captions are used
     caption_template: str = "a video of {}"  # text for clips without a caption (label substituted)
     loss: str = "clip"  # clip: symmetric InfoNCE, diagonal targets; kl: identical captions count as positives
@@ -280,6 +281,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of field names to values, got {type(data).__name__}")
     return data
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> the trailing comment of its declaration (the setting's meaning, shown by ``--help`` and in the
+    KFP components' parameter descriptions); a subclass's own comment wins over its base's."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in cls.__mro__:
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for m in re.finditer(r"^\s+(\w+): [^=\n]+= .*?#\s*(.+)$", inspect.getsource(klass), flags=re.M):
+            out.setdefault(m.group(1), m.group(2).strip())
+    return out
 
 
 def coerce(name: str, value: Any, tp: Any) -> Any:
