@@ -66,32 +66,16 @@ def prepare_data(
             source, fmt = data_source, data_format
             if data_source == "synthetic":
                 source = str(generate_synthetic(
-                    synthetic_dir,
-                    classes=list(synthetic_classes) or None,
-                    heldout=list(heldout_labels) or None,
-                    clips_per_class=synthetic_clips_per_class,
-                    pretrain_clips_per_class=synthetic_pretrain_clips,
-                    frames=synthetic_frames,
-                    size=synthetic_size,
-                    seed=seed,
-                    workers=workers,
+                    synthetic_dir, classes=list(synthetic_classes) or None, heldout=list(heldout_labels) or None,
+                    clips_per_class=synthetic_clips_per_class, pretrain_clips_per_class=synthetic_pretrain_clips,
+                    frames=synthetic_frames, size=synthetic_size, seed=seed, workers=workers,
                 ))
                 fmt = "synthetic"
             prepared = prepare_dataset(
-                source,
-                dataset.path,
-                format=fmt,
-                label_map=label_map or None,
-                video_root=video_root or None,
-                heldout=list(heldout_labels) or None,
-                val_fraction=val_fraction,
-                seed=seed,
-                max_bad_fraction=max_bad_fraction,
-                workers=workers,
-                progress=False,
-                frames_dir=frames_dir or None,
-                frame_short_side=frame_size,
-                frame_stride=frame_stride,
+                source, dataset.path, format=fmt, label_map=label_map or None, video_root=video_root or None,
+                heldout=list(heldout_labels) or None, val_fraction=val_fraction, seed=seed,
+                max_bad_fraction=max_bad_fraction, workers=workers, progress=False, frames_dir=frames_dir or None,
+                frame_short_side=frame_size, frame_stride=frame_stride,
             )
         summary = prepared.summary
         dataset.metadata.update({

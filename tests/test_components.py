@@ -23,15 +23,6 @@ def _artifact(cls, path: Path):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    yield root
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def chain(store, tmp_path_factory) -> dict:
     """open_run -> prepare_data -> pretrain_model -> select_prompts -> finetune_model -> evaluate_model -> register."""
     out = tmp_path_factory.mktemp("components")

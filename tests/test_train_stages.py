@@ -47,16 +47,6 @@ def prepared(tmp_path_factory) -> Path:
     return root / "prepared"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A real SQLite MLflow store used by every in-process stage run of this module."""
-    root = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    yield root
-    mp.undo()
-
-
 def _run_cli(argv: list[str], capsys) -> dict:
     assert cli_main(argv) == 0
     return json.loads(capsys.readouterr().out)

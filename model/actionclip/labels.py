@@ -13,6 +13,13 @@ def parse_labels(text: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def read_labels(path: str | os.PathLike[str]) -> list[str]:
-    """The labels of the file at ``path`` (``OSError`` when it cannot be read)."""
-    return parse_labels(Path(path).read_text(encoding="utf-8"))
+def read_labels(path: str | os.PathLike[str], error: type[Exception] = FileNotFoundError,
+                what: str = "label file") -> list[str]:
+    """The labels of the file at ``path``; ``error`` (naming it ``what``) when it is missing or holds no label."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} not found: {p}")
+    labels = parse_labels(p.read_text(encoding="utf-8"))
+    if not labels:
+        raise error(f"{what} {p} has no labels")
+    return labels

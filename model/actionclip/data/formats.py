@@ -56,11 +56,7 @@ class Parsed:
 def read_label_map(path: str | os.PathLike) -> list[str]:
     """Label names in index order from one name per line, or an ``id,name`` CSV (header optional)."""
     p = Path(path)
-    if not p.is_file():
-        raise DatasetFormatError(f"label map {p} not found")
-    lines = read_labels(p)
-    if not lines:
-        raise DatasetFormatError(f"label map {p} is empty")
+    lines = read_labels(p, DatasetFormatError, "label map")
     has_header = lines[0].replace(" ", "").lower() == "id,name"
     body = lines[1:] if has_header else lines
     numbered = all("," in ln and ln.split(",", 1)[0].strip().isdigit() for ln in body)

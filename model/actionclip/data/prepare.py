@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from actionclip.errors import ActionCLIPError
-from actionclip.labels import read_labels
+from actionclip.labels import parse_labels
 
 from .formats import DatasetFormatError, Entry, merge_labels, parse_captions, parse_source
 from .frames import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, extract_frames, frame_folder_name
@@ -58,8 +58,8 @@ class PreparedDataset:
         heldout_file = root / "heldout_labels.txt"
         return cls(
             root=root,
-            labels=read_labels(root / "labels.txt"),
-            heldout_labels=read_labels(heldout_file) if heldout_file.is_file() else [],
+            labels=parse_labels((root / "labels.txt").read_text(encoding="utf-8")),  # may be empty (captions only)
+            heldout_labels=parse_labels(heldout_file.read_text(encoding="utf-8")) if heldout_file.is_file() else [],
             dataset_hash=summary.get("dataset_hash", ""),
             summary=summary,
         )

@@ -239,14 +239,8 @@ def encode_base64(data: bytes) -> str:
 
 
 def read_label_file(path: str | os.PathLike[str]) -> list[str]:
-    """One label per line; blank lines and ``#`` comments are skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise ServingInputError(f"label file not found: {p}")
+    """One label per line; blank lines and ``#`` comments are skipped (``actionclip.labels``)."""
     from actionclip.labels import read_labels
 
-    labels = read_labels(p)
-    if not labels:
-        raise ServingInputError(f"label file {p} has no labels")
-    return labels
+    return read_labels(path, ServingInputError)
 

@@ -89,6 +89,21 @@ def write_json(path: str | Path, data: Any) -> Path:
     return p
 
 
+def start_scoring_stage(cfg: Any) -> tuple[Path, Any, Any]:
+    """The common start of the stages that only score (prompt, evaluate): validate the config, create the output
+    folder, pick the device, load the dataset, set threads and seeds. Returns (out_dir, device, dataset)."""
+    from actionclip.train.distributed import resolve_device
+
+    cfg.validate()
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data)
+    apply_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return out, device, ds
+
+
 @contextmanager
 def tracked_stage(cfg: Any, is_main: bool = True, dataset_hash: str | None = None, run_id: str | None = None,
                   extra_params: dict[str, Any] | None = None) -> Iterator[NullTracker]:

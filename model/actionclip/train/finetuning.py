@@ -11,27 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from actionclip.errors import ConfigError
 from actionclip.train.common import load_dataset, split_rows, train_transform
 from actionclip.train.config import FinetuneConfig
 from actionclip.train.data import few_shot_rows, fill_template, pick_templates
 from actionclip.train.distributed import DistEnv
 from actionclip.train.result import StageResult
+from actionclip.train.prompting import read_prompt_templates
 from actionclip.train.runner import run_training_stage
 from actionclip.train.trainer import TrainingJob, token_length
 from actionclip.zeroshot import build_prompts
-
-
-def read_prompt_templates(path: str) -> list[str]:
-    """Templates kept by the prompt stage (``prompt.json``), or ActionCLIP's 16 when ``path`` is empty."""
-    from actionclip.zeroshot import TEMPLATES, PromptError, read_prompt_file
-
-    if not path:
-        return list(TEMPLATES)
-    try:
-        return read_prompt_file(path)
-    except PromptError as exc:  # a stage setting that points at a bad file: a config error of the stage
-        raise ConfigError(str(exc)) from None
 
 
 def finetune(cfg: FinetuneConfig) -> StageResult:
