@@ -51,7 +51,7 @@ def measure(preset: str, batch: int, steps: int, device_name: str, grad_ckpt: bo
     from actionclip import create_model, tokenize, trim_padding
     from actionclip.train.losses import actionclip_kl_loss
     from actionclip.train.optim import build_optimizer
-    from actionclip.train.trainer import autocast, autocast_dtype
+    from actionclip.train.precision import autocast, autocast_dtype
     from actionclip.train.distributed import resolve_device
 
     device = resolve_device(device_name)

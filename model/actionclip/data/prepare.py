@@ -77,13 +77,6 @@ class PreparedDataset:
             raise ValueError(f"unknown split(s) {sorted(unknown)}; splits are {SPLITS}")
         return [r for r in self._rows if r["split"] in wanted]
 
-    def label_index(self, label: str | None) -> int:
-        """Index of ``label`` in ``labels`` or -1 (held-out, caption-only or unknown)."""
-        try:
-            return self.labels.index(label)  # type: ignore[arg-type]
-        except ValueError:
-            return -1
-
 
 # --------------------------------------------------------------------------------------------------- probe cache
 def _stat_key(path: str) -> list[int] | None:

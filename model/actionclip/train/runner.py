@@ -16,7 +16,8 @@ from actionclip.train.common import apply_threads, seed_everything, tracked_stag
 from actionclip.train.config import TrainingConfig
 from actionclip.train.distributed import DistEnv, barrier, cleanup_distributed, setup_distributed
 from actionclip.train.result import StageResult
-from actionclip.train.trainer import TrainingJob, TrainOutcome, check_resumable, find_resume_checkpoint, train
+from actionclip.train.resume import check_resumable, find_resume_checkpoint
+from actionclip.train.trainer import TrainingJob, TrainOutcome, train
 
 
 def save_outputs(cfg: TrainingConfig, model: nn.Module, outcome: TrainOutcome | None, tracker: Any,

@@ -7,8 +7,8 @@ text -> L2-normalise -> all-gather across ranks -> contrastive loss over the glo
 CLIP's clamp of the logit scale at 100.
 
 Checkpoints (rank 0 writes, everyone waits) go to ``out_dir/checkpoints`` every ``checkpoint_every`` steps, at every
-epoch end and when the run stops; a resumed run restores model, optimiser, schedule, RNG states, the sampler position
-and the training history. A non-finite loss or gradient norm stops the run with ``TrainingDivergedError`` after the
+epoch end and when the run stops; a resumed run (which checkpoint, and whether it may: ``resume``) restores model,
+optimiser, schedule, RNG states, the sampler position and the training history. Precision: ``precision``. A non-finite loss or gradient norm stops the run with ``TrainingDivergedError`` after the
 last good state (before the bad step) has been checkpointed.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -25,20 +24,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from actionclip.errors import ActionCLIPError, CheckpointError, ConfigError
+from actionclip.errors import ActionCLIPError, ConfigError
 from actionclip.train import checkpointing as ckpt
 from actionclip.train.config import TrainingConfig
 from actionclip.train.data import CachedVideos, RankBatchSampler, SeededClips
 from actionclip.train.distributed import DistEnv, barrier
 from actionclip.train.losses import gather_features, stage_loss
 from actionclip.train.optim import build_optimizer, freeze_towers
+from actionclip.train.precision import autocast, autocast_dtype
 from actionclip.train.progress import Progress
 from actionclip.train.schedule import WarmupCosine
 from actionclip.tracking import NullTracker
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps exp(logit_scale) at 100
-# Config keys that fix the data order and the schedule: a checkpoint cannot continue a run that changed them.
-RESUME_MUST_MATCH = ("seed", "batch_size", "accum_steps", "epochs", "warmup_epochs", "loss")
 
 
 class TrainingDivergedError(ActionCLIPError):
@@ -126,44 +124,6 @@ def device_color_transform(cfg: TrainingConfig, device: torch.device, dataset: A
     return transform
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for float32; bfloat16 for "bf16", and for "auto" on CUDA."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def autocast(dtype: torch.dtype | None, device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def find_resume_checkpoint(cfg: TrainingConfig) -> Path | None:
-    """The checkpoint a run continues from: ``resume`` = "auto" (newest in out_dir/checkpoints), "never", or a path."""
-    if cfg.resume == "never":
-        return None
-    if cfg.resume == "auto":
-        return ckpt.latest_checkpoint(cfg.output_dir / "checkpoints")
-    path = Path(cfg.resume)
-    if path.is_dir():
-        found = ckpt.latest_checkpoint(path)
-        if found is None:
-            raise CheckpointError(f"no training checkpoint (step-*.pt) in {path}")
-        return found
-    if not path.is_file():
-        raise CheckpointError(f"resume checkpoint not found: {path}")
-    return path
-
-
-def check_resumable(cfg: TrainingConfig, state: dict[str, Any], path: Path) -> None:
-    old = state.get("config", {})
-    for key in RESUME_MUST_MATCH:
-        if key in old and getattr(cfg, key, None) != old[key]:
-            raise ConfigError(
-                f"cannot resume from {path}: it was written with {key}={old[key]!r}, this run has "
-                f"{key}={getattr(cfg, key)!r} (use --resume never or another --out-dir)"
-            )
-
-
 def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob, tracker: NullTracker,
           state: dict[str, Any] | None = None) -> TrainOutcome:
     """Run (or continue, from ``state``) the optimisation; ``model`` is updated in place and left in eval mode."""
@@ -223,7 +183,6 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
         if env.is_main:
             ckpt.save_checkpoint(ckpt_dir, {
                 "model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": None,  # bf16/fp32 need no loss scaling
                 "rng": ckpt.capture_rng(),
                 "progress": {"epoch": ep, "batch_in_epoch": b, "global_step": global_step},
                 "run_id": tracker.run_id, "config": cfg.to_dict(), "history": history,
