@@ -126,7 +126,7 @@ def measure_data(data: str, preset: str, batch: int, workers: int, batches: int,
     from actionclip import preset_config
     from actionclip.data import PreparedDataset, TrainTransform, VideoClipDataset, apply_color
     from actionclip.train.distributed import resolve_device
-    from actionclip.train.trainer import _collate
+    from actionclip.train.batches import collate as _collate
     from actionclip.train.data import SeededClips
 
     cfg = preset_config(preset)

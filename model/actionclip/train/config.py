@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, TypeVar, Union
 
+from actionclip.coercion import parse_bool
 from actionclip.errors import ConfigError
 
 C = TypeVar("C", bound="StageConfig")
@@ -301,8 +302,8 @@ def field_help(cls: type) -> dict[str, str]:
 def coerce(name: str, value: Any, tp: Any) -> Any:
     """Check/convert ``value`` to the annotated type (ints accepted for floats, strings for CLI-style input).
 
-    The one rule for text input, used by the stage configs and the pipeline's flags alike: booleans are
-    true/yes/1/on or false/no/0/off (any case); a list given as one string is comma-separated, items stripped.
+    The one rule for text input, used by the stage configs and the pipeline's flags alike: booleans as
+    ``actionclip.coercion.parse_bool``; a list given as one string is comma-separated, items stripped.
     """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -321,8 +322,8 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
         if tp is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-                return value.lower() in ("true", "yes", "1", "on")
+            if isinstance(value, str):
+                return parse_bool(value)
             raise ValueError
         if tp is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):

@@ -18,7 +18,8 @@ from actionclip.train.distributed import DistEnv
 from actionclip.train.result import StageResult
 from actionclip.train.prompting import read_prompt_templates
 from actionclip.train.runner import run_training_stage
-from actionclip.train.trainer import TrainingJob, token_length
+from actionclip.train.batches import token_length
+from actionclip.train.trainer import TrainingJob
 from actionclip.zeroshot import build_prompts
 
 

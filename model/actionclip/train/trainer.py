@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from actionclip.errors import ActionCLIPError, ConfigError
 from actionclip.train import checkpointing as ckpt
+from actionclip.train.batches import batch_token_ids, collate, device_color_transform
 from actionclip.train.config import TrainingConfig
 from actionclip.train.data import CachedVideos, RankBatchSampler, SeededClips
 from actionclip.train.distributed import DistEnv, barrier
@@ -43,8 +44,8 @@ class TrainingDivergedError(ActionCLIPError):
     """The loss or the gradient norm became NaN/inf; the last good state was checkpointed."""
 
 
-# A batch (as collated by the loader, plus "index") and the epoch -> (one text per clip, [b] group ids whose
-# equality marks positive pairs for the KL loss).
+# A batch (as collated by ``batches.collate``) and the epoch -> (one text per clip, [b] group ids whose equality
+# marks positive pairs for the KL loss).
 TextFn = Callable[[dict[str, Any], int], tuple[list[str], torch.Tensor]]
 
 
@@ -77,51 +78,6 @@ class _Objective(nn.Module):
 
     def forward(self, video: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.model.encode_video(video), self.model.encode_text(ids), self.model.logit_scale.exp()
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The data layer's batch plus "index" [B] (dataset positions, for per-clip template draws) and, when colours
-    are augmented on the device, "color" [B, T, COLOR_PARAMS]."""
-    from actionclip.data.loader import collate_clips
-
-    batch = {**collate_clips(items), "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-    if "color" in items[0]:
-        batch["color"] = torch.stack([it["color"] for it in items])
-    return batch
-
-
-def batch_token_ids(texts: list[str], context_length: int, static_length: int | None) -> torch.Tensor:
-    """Token ids [N, L] for one batch: L = its longest text (eager), or one fixed L for every batch under
-    ``torch.compile`` (``static_length``; 0 = the context length), where a new L means a recompilation, at whatever
-    step a batch's longest prompt first changes (a dynamic-shape recompile of the tiny-8 step took 80 s on 2 CPU
-    cores; see tests/test_train_stages.py). Everything here runs on the host, so nothing waits for the device."""
-    from actionclip import tokenize, trim_padding
-
-    ids = tokenize(texts, context_length=context_length, truncate=True)
-    trimmed = trim_padding(ids)
-    if static_length is None:
-        return trimmed
-    length = static_length or context_length
-    if trimmed.shape[1] > length:
-        raise ValueError(f"a text of {trimmed.shape[1]} tokens is longer than the job's text_length {length}")
-    return ids[:, :length]
-
-
-def token_length(texts: list[str], context_length: int) -> int:
-    """Tokens in the longest of ``texts`` (SOT and EOT included), for ``TrainingJob.text_length``."""
-    return int(batch_token_ids(texts, context_length, None).shape[1])
-
-
-def device_color_transform(cfg: TrainingConfig, device: torch.device, dataset: Any):
-    """The dataset's TrainTransform, switched to leave colours to the device, when this run augments colours there."""
-    from actionclip.data import TrainTransform
-
-    transform = getattr(dataset, "transform", None)
-    on_device = cfg.color_on == "device" or (cfg.color_on == "auto" and device.type == "cuda")
-    if not (on_device and isinstance(transform, TrainTransform) and transform.changes_color):
-        return None
-    transform.color_on_device = True
-    return transform
 
 
 def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob, tracker: NullTracker,
@@ -174,7 +130,7 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
     dataset = CachedVideos(job.dataset) if cfg.cache_clips else job.dataset
     seeded = SeededClips(dataset, cfg.seed, color=device_color_transform(cfg, device, job.dataset))
     # The sampler passes the epoch with every index, so workers can persist (and keep their caches).
-    loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
+    loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     amp = autocast_dtype(cfg.precision, device)
     ckpt_dir = cfg.output_dir / "checkpoints"
