@@ -71,8 +71,9 @@ class PipelineParams:
     val_fraction: float = _from(prepare_dataset, "val_fraction", "val_fraction")  # per-label validation fraction
     synthetic_dir: str = "/data/synthetic"  # where synthetic clips are generated (data volume)
     synthetic_classes: list[str] = field(default_factory=list)  # empty: the 8 seen + 2 held-out default actions
-    # synthetic clips per class (train + val), and extra captioned pre-training clips per class
+    # synthetic clips per class (train + val)
     synthetic_clips_per_class: int = _from(generate_synthetic, "clips_per_class", "synthetic_clips_per_class")
+    # extra captioned pre-training clips per synthetic class
     synthetic_pretrain_clips: int = _from(generate_synthetic, "pretrain_clips_per_class", "synthetic_pretrain_clips")
     synthetic_frames: int = _from(generate_synthetic, "frames")  # frames per synthetic clip
     synthetic_size: int = _from(generate_synthetic, "size")  # synthetic frame size (pixels, square)
@@ -134,14 +135,18 @@ def defaults() -> dict[str, Any]:
 
 def help_text(name: str) -> str:
     """The parameter's meaning (shown by ``--help`` and in the pipeline's KFP descriptions): the trailing comment of
-    its field here, else the comment of the stage config field it is."""
+    its field here, else the comment of the stage config field it is, else a comment line of its own just above."""
     import re
 
-    comment = re.search(rf"^\s+{name}: [^#\n]*#\s*(.+)$", inspect.getsource(PipelineParams), flags=re.M)
-    if comment:
-        return comment.group(1).strip()
+    source = inspect.getsource(PipelineParams)
+    trailing = re.search(rf"^\s+{name}: [^#\n]*#\s*(.+)$", source, flags=re.M)
+    if trailing:
+        return trailing.group(1).strip()
     meta = {f.name: f.metadata for f in param_fields()}[name]
-    return field_help(meta["config"]).get(meta["field"], "") if "config" in meta else ""
+    if "config" in meta and field_help(meta["config"]).get(meta["field"]):
+        return field_help(meta["config"])[meta["field"]]
+    above = re.search(rf"^\s+#\s*(.+)\n\s+{name}: ", source, flags=re.M)
+    return above.group(1).strip() if above else ""
 
 
 def check_names(params: Any) -> None:

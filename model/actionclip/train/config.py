@@ -39,7 +39,7 @@ class StageConfig:
     data: str = ""  # prepared dataset directory (manifest.jsonl, labels.txt, ...)
     model: str = "tiny-8"  # preset name, checkpoint file or model directory to start from
     out_dir: str = ""  # outputs go here; default: runs/<stage>
-    seed: int = 0
+    seed: int = 0  # random seed (data order, augmentation, initialisation)
     device: str = "auto"  # auto: cuda when available, else cpu
     num_workers: int = 2  # DataLoader worker processes per rank
     threads: int = 0  # torch CPU threads (0: torch's default / OMP_NUM_THREADS); 1 avoids oversubscribed cores
@@ -169,7 +169,7 @@ class PretrainConfig(TrainingConfig):
 
     STAGE: ClassVar[str] = "pretrain"
 
-    epochs: float = 0.0
+    epochs: float = 0.0  # caption pre-training epochs (0: import the weights only)
     preset: str = ""  # preset whose frame count and fusion a checkpoint `model` gets ("": the checkpoint's own)
     num_frames: int = 0  # frames per clip (0: the preset's: `model` itself when it is a preset, else `preset`)
     fusion: str = ""  # temporal fusion: meanP, Transf, Conv1D, LSTM, Transf_cls ("": the preset's, as num_frames)
@@ -193,11 +193,11 @@ class PromptConfig(StageConfig):
 
     STAGE: ClassVar[str] = "prompt"
 
-    split: str = "val"
+    split: str = "val"  # manifest split the templates are scored on
     templates: list[str] = field(default_factory=list)  # user templates with '{}', scored beside the defaults
     include_default: bool = True  # also score ActionCLIP's 16 templates
     rule: str = "top_k"  # top_k: keep the `keep` best by top-1 (ties: original order); all: keep every template
-    keep: int = 8
+    keep: int = 8  # templates kept by top_k
     max_clips: int = 0  # score on at most this many clips (0: all)
 
     def validate(self) -> None:
@@ -218,12 +218,12 @@ class FinetuneConfig(TrainingConfig):
 
     STAGE: ClassVar[str] = "finetune"
 
-    epochs: float = 10.0
-    warmup_epochs: float = 1.0
+    epochs: float = 10.0  # fine-tuning epochs (fractional allowed)
+    warmup_epochs: float = 1.0  # linear warm-up from 0 before the cosine schedule
     prompt: str = ""  # prompt.json from the prompt stage (its kept templates); "" uses the 16 default templates
     loss: str = "kl"  # kl: ActionCLIP (same-label targets, softmax(10 G)); infonce: MMAction2 (diagonal targets)
     few_shot: int = 0  # train on K clips per class (seeded choice); 0: all
-    val_split: str = "val"
+    val_split: str = "val"  # manifest split validated on after each epoch
 
     def validate(self) -> None:
         super().validate()
@@ -239,13 +239,13 @@ class EvaluateConfig(StageConfig):
 
     STAGE: ClassVar[str] = "evaluate"
 
-    split: str = "val"
+    split: str = "val"  # manifest split evaluated
     num_clips: int = 1  # temporal views per video
     num_crops: int = 1  # spatial crops per view: 1 (centre) or 3 (left/centre/right or top/centre/bottom)
     prompt: str = ""  # prompt.json whose kept templates are used; "" uses the 16 default templates
     heldout: bool = True  # also score heldout-split clips against heldout_labels.txt (zero-shot)
     history: str = ""  # training history JSON for the curves plot; "" looks for history.json beside the model
-    plots: bool = True
+    plots: bool = True  # write the confusion, per-class and training-curve plots
 
     def validate(self) -> None:
         super().validate()
