@@ -36,7 +36,7 @@ TINY = {
 
 def bare_task_seconds(repeats: int = 3) -> float:
     """Median wall time of a process doing a task's imports and nothing else."""
-    code = "import kfp.dsl, actionclip, actionclip.train.tracking, mlflow"
+    code = "import kfp.dsl, actionclip, actionclip.tracking, mlflow"
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

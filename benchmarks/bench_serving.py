@@ -93,7 +93,6 @@ def bench_preset(preset: str, args, root: Path, clip: Path, test_clips: list[Pat
     import torch
 
     import actionclip
-    from actionclip import zeroshot
     from actionclip.data import normalize_video
     from actionclip.serving.predictor import VideoPredictor
     from actionclip.serving.quantize import quantize_int8
@@ -124,7 +123,6 @@ def bench_preset(preset: str, args, root: Path, clip: Path, test_clips: list[Pat
 
     def clear_text_caches():
         inner.text_cache.clear()
-        zeroshot._CACHES.clear()
 
     # Interleave the variants inside each repeat so that load changes on a shared machine hit them alike.
     variants = {

@@ -51,7 +51,7 @@ def measure(preset: str, batch: int, steps: int, device_name: str, grad_ckpt: bo
     from actionclip import create_model, tokenize, trim_padding
     from actionclip.train.losses import actionclip_kl_loss
     from actionclip.train.optim import build_optimizer
-    from actionclip.train.trainer import autocast, autocast_dtype
+    from actionclip.train.precision import autocast, autocast_dtype
     from actionclip.train.distributed import resolve_device
 
     device = resolve_device(device_name)
@@ -126,7 +126,7 @@ def measure_data(data: str, preset: str, batch: int, workers: int, batches: int,
     from actionclip import preset_config
     from actionclip.data import PreparedDataset, TrainTransform, VideoClipDataset, apply_color
     from actionclip.train.distributed import resolve_device
-    from actionclip.train.trainer import _collate
+    from actionclip.train.batches import collate as _collate
     from actionclip.train.data import SeededClips
 
     cfg = preset_config(preset)

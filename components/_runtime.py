@@ -117,18 +117,6 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The finite scalar entries of a metrics mapping (KFP Metrics and MLflow accept numbers only)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        value = float(value)
-        if value == value and value not in (float("inf"), float("-inf")):
-            out[key] = value
-    return out
-
-
 def top_confused_classes(confusion: list[list[float]], n: int) -> list[int]:
     """Indices of at most ``n`` classes to show in a confusion matrix, in label order.
 
@@ -171,8 +159,20 @@ def build_config(config_cls: Any, values: Mapping[str, Any], overrides: Mapping[
     return config_cls.from_dict({**values, **overrides})
 
 
+def stage_config(config_cls: Any, params: Mapping[str, Any], wired: Mapping[str, Any]) -> Any:
+    """The stage config of a component call: each of the component's ``params`` that names a config field, the
+    values the pipeline wires (``wired``: artifact paths, scratch folder) and the stage's ``overrides`` on top."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in params.items() if k in fields and k not in wired}
+    return build_config(config_cls, {**values, **wired, "quiet": True}, params.get("overrides"))
+
+
 def log_scalars(metrics_artifact: Any, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Log the finite scalars of ``metrics`` on a KFP ``Metrics`` artifact; returns what was logged."""
+    from actionclip.tracking import scalar_metrics
+
     scalars = scalar_metrics(metrics)
     for key, value in scalars.items():
         metrics_artifact.log_metric(prefix + key, value)

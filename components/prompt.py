@@ -6,30 +6,18 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
+from actionclip.train.config import PromptConfig
+from components._settings import settings_from
 from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+@settings_from(PromptConfig)
 def select_prompts(
-    dataset: Input[Dataset],
-    model: Input[Model],
-    prompt: Output[Artifact],
-    metrics: Output[Metrics],
-    parent_run_id: str = "",
-    templates: List[str] = [],
-    include_default: bool = True,
-    rule: str = "top_k",
-    keep: int = 8,
-    max_clips: int = 0,
-    split: str = "val",
-    batch_size: int = 8,
-    experiment: str = "actionclip",
-    seed: int = 0,
-    device: str = "auto",
-    num_workers: int = 2,
-    overrides: dict = {},
-    work_root: str = "",
-    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    dataset: Input[Dataset], model: Input[Model], prompt: Output[Artifact], metrics: Output[Metrics], *,
+    templates: List[str], include_default: bool, rule: str, keep: int, max_clips: int, split: str, batch_size: int,
+    experiment: str, seed: int, device: str, num_workers: int, overrides: dict,
+    parent_run_id: str, work_root: str, job_name: str,
 ) -> None:
     """Run the prompt stage; the ``prompt`` artifact is prompt.json ({"templates", "scores", "rule", "zero_shot"}).
 
@@ -38,48 +26,18 @@ def select_prompts(
         model: the pre-trained model directory.
         prompt: output prompt.json.
         metrics: zero-shot top-1/top-5 of the kept templates and the number kept.
-        parent_run_id: MLflow run to nest this stage's run under.
-        templates: user templates with "{}" for the label, scored beside ActionCLIP's 16.
-        include_default: also score ActionCLIP's 16 templates.
-        rule: "top_k" keeps the ``keep`` best templates; "all" keeps every candidate.
-        keep: templates kept by "top_k".
-        max_clips: score on at most this many clips (0: all).
-        split: manifest split to score on.
-        batch_size: clips per evaluation batch.
-        experiment: MLflow experiment name.
-        seed: random seed.
-        device: auto, cpu or cuda.
-        num_workers: DataLoader workers.
-        overrides: other PromptConfig fields.
-        work_root: shared scratch directory (empty: a temporary directory).
-        job_name: the KFP job name (filled in by KFP).
     """
+    params = dict(locals())
     import shutil
 
-    from components._runtime import build_config, log_scalars, read_json, stage_errors, timed, work_dir
+    from components._runtime import log_scalars, read_json, stage_config, stage_errors, timed, work_dir
 
     with stage_errors("prompt"), work_dir(work_root, job_name, "prompt") as scratch:
         from actionclip.train import PromptConfig
         from actionclip.train import prompt as run_prompt
 
-        cfg = build_config(PromptConfig, {
-            "data": dataset.path,
-            "model": model.path,
-            "out_dir": str(scratch),
-            "templates": list(templates),
-            "include_default": include_default,
-            "rule": rule,
-            "keep": keep,
-            "max_clips": max_clips,
-            "split": split,
-            "batch_size": batch_size,
-            "experiment": experiment,
-            "parent_run_id": parent_run_id,
-            "seed": seed,
-            "device": device,
-            "num_workers": num_workers,
-            "quiet": True,
-        }, overrides)
+        params["templates"] = list(templates)
+        cfg = stage_config(PromptConfig, params, {"data": dataset.path, "model": model.path, "out_dir": str(scratch)})
         with timed("prompt"):
             result = run_prompt(cfg)
         shutil.copyfile(result.paths["prompt"], prompt.path)

@@ -4,26 +4,28 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
+from actionclip.serving.registry import register_model as register
+from components._settings import settings_from
 from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+@settings_from(register, names={"registry_name": "name", "promotion_metric": "metric", "promotion_margin": "margin"},
+               help={"registry_name": "registered model name.",
+                     "promotion_metric": "evaluation metric compared with the champion's.",
+                     "promotion_margin": "how much better than the champion a version must be to take the alias.",
+                     "experiment": "MLflow experiment name."})
 def register_model(
-    model: Input[Model],
-    dataset: Input[Dataset],
-    prompt: Input[Artifact],
-    evaluation: Input[Artifact],
-    pretrained: Input[Model],
-    registered: Output[Artifact],
-    parent_run_id: str = "",
-    registry_name: str = "actionclip",
-    promotion_metric: str = "top1",
-    promotion_margin: float = 0.0,
-    experiment: str = "actionclip",
-    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    model: Input[Model], dataset: Input[Dataset], prompt: Input[Artifact], evaluation: Input[Artifact],
+    pretrained: Input[Model], registered: Output[Artifact], *,
+    registry_name: str, promotion_metric: str, promotion_margin: float, experiment: str,
+    parent_run_id: str, job_name: str,
 ) -> str:
     """Log the model as a pyfunc, register a new version with lineage, alias it ``challenger`` and promote it to
     ``champion`` when ``promotion_metric`` beats the current champion's by more than ``promotion_margin``.
+
+    The registration itself is ``actionclip.serving.register_model``; ``job_name`` is also the lineage's pipeline
+    run id and the idempotency key, so a retried register step adds no second version.
 
     Args:
         model: the fine-tuned model directory.
@@ -32,13 +34,6 @@ def register_model(
         evaluation: the evaluation directory (metrics.json).
         pretrained: the pre-trained model (recorded as the parent checkpoint).
         registered: output JSON {name, version, aliases, promoted, model_uri, run_id, reused}.
-        parent_run_id: the pipeline's MLflow parent run; the registration run nests under it.
-        registry_name: registered model name.
-        promotion_metric: evaluation metric compared with the champion's.
-        promotion_margin: how much better than the champion a version must be to take the alias.
-        experiment: MLflow experiment name.
-        job_name: the KFP job name (filled in by KFP): the lineage's pipeline run id and the idempotency key,
-            so a retried register step adds no second version.
 
     Returns:
         The registered model URI ("models:/<name>/<version>").
@@ -51,7 +46,7 @@ def register_model(
 
     with stage_errors("register"):
         from actionclip.serving import register_model as register
-        from actionclip.train import tracking
+        from actionclip import tracking
 
         dataset_hash = dataset.metadata.get("dataset_hash") or json.loads(
             Path(dataset.path, "summary.json").read_text(encoding="utf-8"))["dataset_hash"]

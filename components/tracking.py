@@ -4,23 +4,17 @@
 from kfp import dsl
 from kfp.dsl import PipelineTaskFinalStatus
 
+from actionclip.train.config import StageConfig
+from components._settings import settings_from
 from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def open_run(
-    experiment: str = "actionclip",
-    run_name: str = "",
-    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-    job_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-) -> str:
-    """Create the pipeline's MLflow parent run and return its id (the stages nest their runs under it).
-
-    Args:
-        experiment: MLflow experiment name.
-        run_name: parent run name; default: the KFP job name.
-        job_name: the KFP job name (filled in by KFP); tagged on the run so the exit handler can find it.
-        job_id: the KFP job id (filled in by KFP); tagged for lineage.
+@settings_from(StageConfig, run_name=("", "parent run name; default: the KFP job name."),
+               job_id=(dsl.PIPELINE_JOB_ID_PLACEHOLDER, "the KFP job id (filled in by KFP); tagged for lineage."))
+def open_run(*, experiment: str, run_name: str, job_name: str, job_id: str) -> str:
+    """Create the pipeline's MLflow parent run and return its id (the stages nest their runs under it). The KFP job
+    name is tagged on the run, so that the exit handler can find it.
 
     Returns:
         The MLflow run id of the parent run.
@@ -28,7 +22,7 @@ def open_run(
     from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("open-run"):
-        from actionclip.train import tracking
+        from actionclip import tracking
 
         with timed("open-run"):
             run_id = tracking.start_parent_run(
@@ -39,11 +33,8 @@ def open_run(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def close_run(
-    status: PipelineTaskFinalStatus,
-    experiment: str = "actionclip",
-    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-) -> None:
+@settings_from(StageConfig)
+def close_run(status: PipelineTaskFinalStatus, *, experiment: str, job_name: str) -> None:
     """Exit handler: mark the parent run (and any stage run left running) FINISHED or FAILED.
 
     An exit task may not consume other tasks' outputs, so the parent run is found by the KFP job-name tag that
@@ -51,13 +42,11 @@ def close_run(
 
     Args:
         status: the final status of the pipeline body (filled in by KFP).
-        experiment: MLflow experiment name (as given to ``open_run``).
-        job_name: the KFP job name (filled in by KFP).
     """
     from components._runtime import JOB_TAG, stage_errors, timed
 
     with stage_errors("close-run"):
-        from actionclip.train import tracking
+        from actionclip import tracking
 
         client = tracking.client()
         exp = client.get_experiment_by_name(experiment)

@@ -1,20 +1,61 @@
-"""The pipeline's parameters as plain data (no kfp import), for the CLI flags and the docs.
+"""The pipeline's parameters as plain data (no kfp import): the one declaration of each parameter's name, type,
+default and meaning, read by the pipeline function (``pipelines.pipeline`` builds its KFP signature from it), the CLI
+flags and the docs.
 
-``pipelines.pipeline.actionclip_pipeline`` declares the same names, types and defaults in its signature (KFP needs a
-literal signature); a test holds the two equal.
+A parameter that is a stage setting takes its default and meaning from the stage config
+(``actionclip.train.config``) or the library function it feeds; where the demo wants another value, that value is
+in ``DEMO``, the one place the demo recipe is written down.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from actionclip.data.prepare import prepare_dataset
+from actionclip.data.synthetic import generate_synthetic
 from actionclip.errors import ConfigError
+from actionclip.serving.registry import register_model
+from actionclip.train.config import EvaluateConfig, FinetuneConfig, PretrainConfig, PromptConfig, field_help
 
+PRETRAIN, PROMPT, FINETUNE, EVALUATE = PretrainConfig(), PromptConfig(), FinetuneConfig(), EvaluateConfig()
 
-# training overrides of the demo (see PipelineParams.pretrain_overrides); docs/training.md has the measurements
+# The demo recipe: the pipeline's defaults where they differ from the library's, so that `actionclip pipeline run`
+# trains the tiny synthetic model on a CPU in minutes (docs/training.md has the measurements). The training
+# overrides: no flips (they would swap "moving left" and "moving right"), no colour jitter or multi-scale crops,
+# light weight decay.
 DEMO_TRAINING = {"flip": False, "color_jitter": False, "multiscale_crop": False, "weight_decay": 0.05}
+DEMO: dict[str, Any] = {
+    "val_fraction": 0.25, "synthetic_clips_per_class": 300, "synthetic_pretrain_clips": 20,
+    "preset": "tiny-8-32px",
+    "pretrain_epochs": 2.0, "pretrain_batch_size": 32, "pretrain_lr": 3e-4, "pretrain_overrides": DEMO_TRAINING,
+    "finetune_epochs": 6.0, "finetune_warmup_epochs": 0.3, "finetune_batch_size": 16, "finetune_lr": 3e-4,
+    "finetune_overrides": DEMO_TRAINING,
+    "eval_batch_size": 16,
+}
+
+
+def _from(source: Any, name: str, demo: str = "") -> Any:
+    """A parameter that is setting ``name`` of ``source`` (a stage config or a library function): its default from
+    there (or ``DEMO[demo]``), its meaning from the config's field comment."""
+    if dataclasses.is_dataclass(source):
+        default, meta = getattr(source, name), {"config": type(source), "field": name}
+    else:
+        default, meta = inspect.signature(source).parameters[name].default, {}
+        default = "" if default is None else default
+    if demo:
+        default = DEMO[demo]
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _demo(name: str) -> Any:
+    """A parameter whose default is the demo recipe's ``DEMO[name]`` (a fresh copy per instance)."""
+    return field(default_factory=lambda: copy.deepcopy(DEMO[name]))
 
 
 @dataclass
@@ -23,63 +64,64 @@ class PipelineParams:
 
     # data
     data_source: str = "synthetic"  # "synthetic" or a path on the data volume (class folders, list, CSV, frames)
-    data_format: str = "auto"  # auto | synthetic | folder | mmaction | kinetics | frames | captions
-    label_map: str = ""  # label-map file for list sources
-    video_root: str = ""  # root for relative paths in list sources
+    data_format: str = _from(prepare_dataset, "format")  # auto | synthetic | folder | mmaction | kinetics | frames ...
+    label_map: str = _from(prepare_dataset, "label_map")  # label-map file for list sources
+    video_root: str = _from(prepare_dataset, "video_root")  # root for relative paths in list sources
     heldout_labels: list[str] = field(default_factory=list)  # labels kept out of fine-tuning (zero-shot eval)
-    val_fraction: float = 0.25  # per-label validation fraction
+    val_fraction: float = _from(prepare_dataset, "val_fraction", "val_fraction")  # per-label validation fraction
     synthetic_dir: str = "/data/synthetic"  # where synthetic clips are generated (data volume)
     synthetic_classes: list[str] = field(default_factory=list)  # empty: the 8 seen + 2 held-out default actions
-    synthetic_clips_per_class: int = 300
-    synthetic_pretrain_clips: int = 20  # extra captioned pre-training clips per synthetic class
-    synthetic_frames: int = 16
-    synthetic_size: int = 64
-    frames_dir: str = ""  # extract videos into JPEG frame folders here (data volume) and train from those ("": no)
-    frame_size: int = 256  # scale extracted frames down to this short side (never up; 0 keeps the video's size)
-    frame_stride: int = 1  # extract every k-th frame (1: all)
+    # synthetic clips per class (train + val)
+    synthetic_clips_per_class: int = _from(generate_synthetic, "clips_per_class", "synthetic_clips_per_class")
+    # extra captioned pre-training clips per synthetic class
+    synthetic_pretrain_clips: int = _from(generate_synthetic, "pretrain_clips_per_class", "synthetic_pretrain_clips")
+    synthetic_frames: int = _from(generate_synthetic, "frames")  # frames per synthetic clip
+    synthetic_size: int = _from(generate_synthetic, "size")  # synthetic frame size (pixels, square)
+    frames_dir: str = _from(prepare_dataset, "frames_dir")  # extract videos into JPEG frame folders here ("": no)
+    frame_size: int = _from(prepare_dataset, "frame_short_side")  # scale extracted frames down to this short side
+    frame_stride: int = _from(prepare_dataset, "frame_stride")  # extract every k-th frame (1: all)
     # model and pre-training
-    preset: str = "tiny-8-32px"  # architecture preset, e.g. ViT-B/32-8
+    preset: str = _from(PRETRAIN, "model", "preset")  # architecture preset, e.g. ViT-B/32-8
     weights: str = ""  # checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); "": random init
-    num_frames: int = 0  # frames per clip (0: the preset's)
-    fusion: str = ""  # temporal fusion override: meanP, Transf, Conv1D, LSTM, Transf_cls ("" keeps)
-    pretrain_epochs: float = 2.0  # caption pre-training epochs (0: import the weights only)
-    pretrain_max_steps: int = 0
-    pretrain_batch_size: int = 32
-    pretrain_lr: float = 3e-4
+    num_frames: int = _from(PRETRAIN, "num_frames")
+    fusion: str = _from(PRETRAIN, "fusion")
+    pretrain_epochs: float = _from(PRETRAIN, "epochs", "pretrain_epochs")
+    pretrain_max_steps: int = _from(PRETRAIN, "max_steps")
+    pretrain_batch_size: int = _from(PRETRAIN, "batch_size", "pretrain_batch_size")
+    pretrain_lr: float = _from(PRETRAIN, "lr", "pretrain_lr")
     # prompt
-    templates: list[str] = field(default_factory=list)  # extra templates with "{}", scored beside the 16 defaults
-    include_default_templates: bool = True
-    prompt_rule: str = "top_k"  # top_k | all
-    prompt_keep: int = 8
-    prompt_max_clips: int = 0  # 0: all clips of the split
+    templates: list[str] = _from(PROMPT, "templates")
+    include_default_templates: bool = _from(PROMPT, "include_default")
+    prompt_rule: str = _from(PROMPT, "rule")
+    prompt_keep: int = _from(PROMPT, "keep")
+    prompt_max_clips: int = _from(PROMPT, "max_clips")
     # fine-tuning
-    finetune_epochs: float = 6.0
-    finetune_max_steps: int = 0
-    finetune_warmup_epochs: float = 0.3
-    finetune_batch_size: int = 16
-    finetune_lr: float = 3e-4
-    few_shot: int = 0  # K clips per class (0: all)
-    finetune_loss: str = "kl"  # kl (ActionCLIP) | infonce
-    # evaluation
-    eval_num_clips: int = 1  # temporal views per video
-    eval_num_crops: int = 1  # spatial crops per view (1 or 3)
-    eval_batch_size: int = 16
+    finetune_epochs: float = _from(FINETUNE, "epochs", "finetune_epochs")
+    finetune_max_steps: int = _from(FINETUNE, "max_steps")
+    finetune_warmup_epochs: float = _from(FINETUNE, "warmup_epochs", "finetune_warmup_epochs")
+    finetune_batch_size: int = _from(FINETUNE, "batch_size", "finetune_batch_size")
+    finetune_lr: float = _from(FINETUNE, "lr", "finetune_lr")
+    few_shot: int = _from(FINETUNE, "few_shot")
+    finetune_loss: str = _from(FINETUNE, "loss")
+    # evaluation (eval_batch_size also batches the prompt stage)
+    eval_num_clips: int = _from(EVALUATE, "num_clips")
+    eval_num_crops: int = _from(EVALUATE, "num_crops")
+    eval_batch_size: int = _from(EVALUATE, "batch_size", "eval_batch_size")
     # registry
-    registry_name: str = "actionclip"
-    promotion_metric: str = "top1"
-    promotion_margin: float = 0.0  # champion moves when metric > champion's + margin
-    # runtime
-    experiment: str = "actionclip"  # MLflow experiment
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    num_workers: int = 2  # DataLoader workers per stage
+    registry_name: str = _from(register_model, "name")  # MLflow registered model name
+    promotion_metric: str = _from(register_model, "metric")  # evaluation metric compared with the champion's
+    promotion_margin: float = _from(register_model, "margin")  # champion moves when metric > champion's + margin
+    # runtime, the same for every stage
+    experiment: str = _from(PRETRAIN, "experiment")
+    seed: int = _from(PRETRAIN, "seed")
+    device: str = _from(PRETRAIN, "device")
+    num_workers: int = _from(PRETRAIN, "num_workers")
     work_root: str = ""  # shared folder for resumable stage checkpoints ("": per-task temporary folders)
-    # other PretrainConfig / FinetuneConfig fields; the defaults suit the synthetic demo: no flips (they would swap
-    # "moving left" and "moving right"), no colour jitter or multi-scale crops, light weight decay
-    pretrain_overrides: dict = field(default_factory=lambda: dict(DEMO_TRAINING))
-    prompt_overrides: dict = field(default_factory=dict)
-    finetune_overrides: dict = field(default_factory=lambda: dict(DEMO_TRAINING))
-    eval_overrides: dict = field(default_factory=dict)
+    # other stage config fields, per stage
+    pretrain_overrides: dict = _demo("pretrain_overrides")  # other PretrainConfig fields
+    prompt_overrides: dict = field(default_factory=dict)  # other PromptConfig fields
+    finetune_overrides: dict = _demo("finetune_overrides")  # other FinetuneConfig fields
+    eval_overrides: dict = field(default_factory=dict)  # other EvaluateConfig fields
 
 
 def param_fields() -> list[dataclasses.Field]:
@@ -92,14 +134,19 @@ def defaults() -> dict[str, Any]:
 
 
 def help_text(name: str) -> str:
-    """The trailing comment of a field, read from this file's source (shown by ``--help``)."""
-    import inspect
+    """The parameter's meaning (shown by ``--help`` and in the pipeline's KFP descriptions): the trailing comment of
+    its field here, else the comment of the stage config field it is, else a comment line of its own just above."""
+    import re
 
-    for line in inspect.getsource(PipelineParams).splitlines():
-        stripped = line.strip()
-        if stripped.startswith(f"{name}:") and "#" in stripped:
-            return stripped.split("#", 1)[1].strip()
-    return ""
+    source = inspect.getsource(PipelineParams)
+    trailing = re.search(rf"^\s+{name}: [^#\n]*#\s*(.+)$", source, flags=re.M)
+    if trailing:
+        return trailing.group(1).strip()
+    meta = {f.name: f.metadata for f in param_fields()}[name]
+    if "config" in meta and field_help(meta["config"]).get(meta["field"]):
+        return field_help(meta["config"])[meta["field"]]
+    above = re.search(rf"^\s+#\s*(.+)\n\s+{name}: ", source, flags=re.M)
+    return above.group(1).strip() if above else ""
 
 
 def check_names(params: Any) -> None:
@@ -115,25 +162,19 @@ def check_names(params: Any) -> None:
 
 def parse_value(name: str, text: str) -> Any:
     """Convert a command-line string to the parameter's type (lists: comma-separated; dicts: JSON)."""
+    import typing
+
+    from actionclip.train.config import coerce
+
     check_names([name])
-    tp = str({f.name: f.type for f in param_fields()}[name])
+    tp = typing.get_type_hints(PipelineParams)[name]
     try:
-        if tp == "bool":
-            low = text.lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return low in ("true", "1", "yes")
-        if tp == "int":
-            return int(text)
-        if tp == "float":
-            return float(text)
-        if tp.startswith("list"):
-            return [v for v in (s.strip() for s in text.split(",")) if v]
-        if tp == "dict":
+        if tp is dict:
             value = json.loads(text)
             if not isinstance(value, dict):
                 raise ValueError
             return value
-    except (ValueError, json.JSONDecodeError):
-        raise ConfigError(f"pipeline parameter {name!r} expects {tp}, got {text!r}") from None
-    return text
+        return coerce(name, text, tp)
+    except (ValueError, ConfigError):  # json.JSONDecodeError is a ValueError
+        kind = {f.name: str(f.type) for f in param_fields()}[name]
+        raise ConfigError(f"pipeline parameter {name!r} expects {kind}, got {text!r}") from None

@@ -23,15 +23,6 @@ def _artifact(cls, path: Path):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    yield root
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def chain(store, tmp_path_factory) -> dict:
     """open_run -> prepare_data -> pretrain_model -> select_prompts -> finetune_model -> evaluate_model -> register."""
     out = tmp_path_factory.mktemp("components")
@@ -146,7 +137,7 @@ def test_evaluate_model(chain):
 
 
 def test_register_model_and_run_tree(chain, store):
-    from actionclip.train import tracking
+    from actionclip import tracking
 
     record = json.loads(Path(chain["registered"].path).read_text())
     assert chain["uri"] == record["model_uri"] == "models:/unit-model/1"
@@ -163,7 +154,7 @@ def test_register_model_and_run_tree(chain, store):
 
 
 def test_open_and_close_run(chain, store):
-    from actionclip.train import tracking
+    from actionclip import tracking
 
     client = tracking.client()
     assert client.get_run(chain["parent"]).data.tags[_runtime.JOB_TAG] == "unit-job"

@@ -1,4 +1,4 @@
-"""Frame sampling equals the spec formulas (4.5 and 7.1); transforms keep a clip's frames aligned."""
+"""Frame sampling equals the ActionCLIP (train) and MMAction2 (test) formulas; transforms keep a clip's frames aligned."""
 from __future__ import annotations
 
 import math
@@ -19,12 +19,12 @@ SIZES = [(1, 1), (5, 8), (8, 8), (9, 8), (30, 8), (300, 8), (301, 16), (250, 32)
 
 @pytest.mark.parametrize("N, T", SIZES)
 def test_test_indices_equal_mmaction_formula(N, T):
-    expected = [math.floor(i * N / T + N / (2 * T)) for i in range(T)]  # spec 7.1, 0-indexed
+    expected = [math.floor(i * N / T + N / (2 * T)) for i in range(T)]  # MMAction2 test sampling, 0-indexed
     assert sample_test_indices(N, T).tolist() == expected
 
 
-def test_test_indices_spec_example_vs_original_one_indexed():
-    # spec 4.5: N=300, T=8 -> original ActionCLIP files 19, 56, ... = int(i*N/T + (N/T - 1)/2) + 1
+def test_test_indices_vs_original_actionclip_one_indexed():
+    # N=300, T=8 -> the original ActionCLIP test loader reads files 19, 56, ... = int(i*N/T + (N/T - 1)/2) + 1
     original = [int(i * 300 / 8 + (300 / 8 - 1) / 2) + 1 for i in range(8)]
     assert original == [19, 56, 94, 131, 169, 206, 244, 281]
     ours = sample_test_indices(300, 8).tolist()

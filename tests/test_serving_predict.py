@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import actionclip  # noqa: E402
+from actionclip import zeroshot  # noqa: E402
 from actionclip.cli import main  # noqa: E402
 from actionclip.serving.packaging import example_clip_bytes  # noqa: E402
 from actionclip.serving.predictor import VideoPredictor  # noqa: E402
@@ -96,13 +97,13 @@ def test_predict_missing_or_unreadable_video(ckpt, capsys, tmp_path):
 
 def test_text_features_cached_per_label_set(ckpt, monkeypatch):
     calls = []
-    real = actionclip.encode_prompts
+    real = zeroshot.prompt_features  # the text encoding itself, behind the model's prompt-feature cache
 
-    def counting(model, labels, templates=None):
+    def counting(model, labels, templates=None, *rest):
         calls.append((tuple(labels), tuple(templates or ())))
-        return real(model, labels, templates)
+        return real(model, labels, templates, *rest)
 
-    monkeypatch.setattr(actionclip, "encode_prompts", counting)
+    monkeypatch.setattr(zeroshot, "prompt_features", counting)
     p = VideoPredictor.from_files(ckpt["dir"], labels=LABELS)
     clip = str(ckpt["clips"][0])
     first = _predict(p, [{"video": clip, "labels": ["a", "b"]}])

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from actionclip.cli import main as cli_main
 from actionclip.train import EvaluateConfig, FinetuneConfig, PretrainConfig, PromptConfig
 from actionclip.train import evaluate, finetune, pretrain, prompt
-from actionclip.train import tracking
+from actionclip import tracking
 
 SEEN = ["moving left", "moving right", "growing", "blinking"]
 HELDOUT = ["shaking"]
@@ -45,16 +45,6 @@ def prepared(tmp_path_factory) -> Path:
                              pretrain_clips_per_class=1, frames=16, size=64, seed=0)
     prepare_dataset(src, root / "prepared", val_fraction=0.25, workers=2, progress=False)
     return root / "prepared"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A real SQLite MLflow store used by every in-process stage run of this module."""
-    root = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    yield root
-    mp.undo()
 
 
 def _run_cli(argv: list[str], capsys) -> dict:

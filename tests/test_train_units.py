@@ -279,7 +279,7 @@ def test_colour_on_the_device_equals_colour_in_the_loader():
     """color_on=device moves colour jitter + grayscale out of the workers without changing what a clip gets: the
     seeded item draws the same factors, and the batched device op reproduces the per-clip one."""
     from actionclip.data import TrainTransform, apply_color
-    from actionclip.train.trainer import _collate, device_color_transform
+    from actionclip.train.batches import collate as _collate, device_color_transform
 
     cfg = FinetuneConfig(data="d", color_on="device")
     in_loader = SeededClips(_Clips(TrainTransform(16, jitter_p=0.6, grayscale_p=0.4)), seed=3)

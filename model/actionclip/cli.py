@@ -1,6 +1,8 @@
 """The ``actionclip`` command line.
 
-Each area of the project owns its sub-commands in its own module (listed in ``COMMAND_MODULES``); a module exposes
+Each area of the library owns its sub-commands in its own module (listed in ``COMMAND_MODULES``); packages built on
+the library (the Kubeflow pipeline) add theirs through the ``actionclip.commands`` entry-point group of their
+distribution (pyproject.toml), so the library never imports them. Either way a command module exposes
 ``register(subparsers)`` and keeps heavy imports (torch, mlflow, kfp) inside its command functions so that
 ``actionclip --help`` stays fast.
 """
@@ -9,15 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from importlib.metadata import entry_points
+from typing import Callable, Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "actionclip.model_cli",
     "actionclip.data.cli",
     "actionclip.train.cli",
     "actionclip.serving.cli",
-    "pipelines.cli",
 )
+COMMAND_GROUP = "actionclip.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,9 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for register in command_registrars():
+        register(subparsers)
     return parser
+
+
+def command_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The ``register`` function of every command area: the library's own, then the installed plugins'."""
+    own = [importlib.import_module(name).register for name in COMMAND_MODULES]
+    return own + [ep.load() for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,11 @@ CLIP-style prompt ensembling (mean of normalised text embeddings, one softmax) i
 """
 from __future__ import annotations
 
+import json
+import os
 import weakref
+from collections import OrderedDict
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -60,14 +64,59 @@ def build_prompts(labels: Sequence[str], templates: Sequence[str] | None = None)
     return [t.replace("{}", label) for t in templates for label in labels]
 
 
-# Per-model caches of prompt features. Two guards keep them fresh: the key includes the text parameters' in-place
-# version counters (bumped by ordinary optimiser steps and load_state_dict), and ``ActionCLIP.train()`` empties the
-# cache, because fused optimiser kernels update weights without bumping those counters.
-_CACHES: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+class PromptFeatureCache:
+    """One model's prompt features by (labels, templates, device, weights version), least recently used dropped
+    first beyond ``maxsize`` (a serving process sees few label sets; memory stays bounded anyway). ``hits`` and
+    ``misses`` make "a repeated label set costs no text encoding" checkable.
+
+    Two guards keep entries fresh: the key includes the text parameters' in-place version counters (bumped by
+    ordinary optimiser steps and load_state_dict), and ``ActionCLIP.train()`` empties the cache, because fused
+    optimiser kernels update weights without bumping those counters.
+    """
+
+    def __init__(self, maxsize: int = 32) -> None:
+        self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, model: torch.nn.Module, labels: Sequence[str], templates: Sequence[str],
+            batch_size: int = 1024) -> torch.Tensor:
+        key = (tuple(labels), tuple(templates), next(model.parameters()).device.type, _weights_version(model))
+        feats = self._store.get(key)
+        if feats is not None:
+            self.hits += 1
+            self._store.move_to_end(key)
+            return feats
+        self.misses += 1
+        feats = prompt_features(model, labels, templates, batch_size)
+        self._store[key] = feats
+        while len(self._store) > self.maxsize:
+            self._store.popitem(last=False)
+        return feats
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+_CACHES: "weakref.WeakKeyDictionary[torch.nn.Module, PromptFeatureCache]" = weakref.WeakKeyDictionary()
+
+
+def prompt_cache(model: torch.nn.Module) -> PromptFeatureCache:
+    """The prompt-feature cache of ``model`` (created on first use; it lives as long as the model)."""
+    cache = _CACHES.get(model)
+    if cache is None:
+        cache = _CACHES[model] = PromptFeatureCache()
+    return cache
 
 
 def clear_prompt_cache(model: torch.nn.Module) -> None:
-    _CACHES.pop(model, None)
+    cache = _CACHES.get(model)
+    if cache is not None:
+        cache.clear()
 
 
 def _weights_version(model: torch.nn.Module) -> int:
@@ -93,15 +142,7 @@ def encode_prompts(model: torch.nn.Module, labels: Sequence[str], templates: Seq
                    batch_size: int = 1024) -> torch.Tensor:
     """:func:`prompt_features`, cached per (labels, templates, weights)."""
     templates = TEMPLATES if templates is None else tuple(templates)
-    key = (tuple(labels), tuple(templates), next(model.parameters()).device.type, _weights_version(model))
-    cache = _CACHES.setdefault(model, {})
-    if key in cache:
-        return cache[key]
-    feats = prompt_features(model, labels, templates, batch_size)
-    if len(cache) > 32:  # a serving process sees few label sets; bound memory anyway
-        cache.clear()
-    cache[key] = feats
-    return feats
+    return prompt_cache(model).get(model, labels, templates, batch_size)
 
 
 def actionclip_scores(video_features: torch.Tensor, text_features: torch.Tensor, scale: float = TEST_SCALE,
@@ -131,9 +172,27 @@ def zero_shot_probs(model: torch.nn.Module, video: torch.Tensor, labels: Sequenc
     return actionclip_scores(model.encode_video(video.to(device)), text, ensemble=ensemble)
 
 
+def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
+    """The templates the prompt stage kept: the ``templates`` list of a prompt.json (a directory means its
+    prompt.json). ``PromptError`` when the file cannot be read or holds no list of strings with a ``{}``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "prompt.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PromptError(f"cannot read prompt file {p}: {exc}") from None
+    templates = data.get("templates") if isinstance(data, dict) else None
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) and "{}" in t
+                                                                   for t in templates):
+        raise PromptError(f"prompt file {p} has no usable 'templates' list (strings with '{{}}')")
+    return templates
+
+
 def kinetics400_labels() -> list[str]:
     """The 400 Kinetics-400 class names in the original / MMAction2 label-map order."""
     from importlib import resources
 
-    text = resources.files("actionclip").joinpath("assets/kinetics400_labels.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    from actionclip.labels import parse_labels
+
+    return parse_labels(resources.files("actionclip").joinpath("assets/kinetics400_labels.txt").read_text())

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "DatasetFormatError": ".formats", "read_label_map": ".formats",
     "extract_frames": ".frames", "frame_folder_name": ".frames",
-    "VideoClipDataset": ".loader", "make_loader": ".loader", "set_epoch": ".loader",
+    "VideoClipDataset": ".loader", "load_test_clip": ".loader", "make_loader": ".loader", "read_clip": ".loader",
+    "set_epoch": ".loader",
     "DatasetError": ".prepare", "PreparedDataset": ".prepare", "prepare_dataset": ".prepare",
     "VideoInfo": ".reader", "VideoReadError": ".reader", "open_video": ".reader", "probe_video": ".reader",
     "read_frames": ".reader",
@@ -40,7 +41,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .formats import DatasetFormatError, read_label_map
     from .frames import extract_frames, frame_folder_name
-    from .loader import VideoClipDataset, make_loader, set_epoch
+    from .loader import VideoClipDataset, load_test_clip, make_loader, read_clip, set_epoch
     from .prepare import DatasetError, PreparedDataset, prepare_dataset
     from .reader import VideoInfo, VideoReadError, open_video, probe_video, read_frames
     from .sampling import sample_multiview_indices, sample_test_indices, sample_train_indices

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from actionclip.errors import ActionCLIPError
+from actionclip.labels import read_labels
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 FORMATS = ("synthetic", "folder", "mmaction", "kinetics", "frames", "captions")
@@ -55,11 +56,7 @@ class Parsed:
 def read_label_map(path: str | os.PathLike) -> list[str]:
     """Label names in index order from one name per line, or an ``id,name`` CSV (header optional)."""
     p = Path(path)
-    if not p.is_file():
-        raise DatasetFormatError(f"label map {p} not found")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        raise DatasetFormatError(f"label map {p} is empty")
+    lines = read_labels(p, DatasetFormatError, "label map")
     has_header = lines[0].replace(" ", "").lower() == "id,name"
     body = lines[1:] if has_header else lines
     numbered = all("," in ln and ln.split(",", 1)[0].strip().isdigit() for ln in body)

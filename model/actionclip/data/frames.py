@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 
 from .reader import open_video
-from .transforms import resize_short_side
 
 SOURCE_FILE = "source.json"
 PARTIAL = ".partial-"  # <folder>.partial-<random>: a folder being written
@@ -96,6 +95,8 @@ def extract_frames(
     _remove_stale_partials(dst)
     # a name of its own per writer: two prepare runs over the same videos (two pipeline runs, say) never write
     # into one folder; whichever renames second finds the folder done and drops its copy
+    from .transforms import resize_short_side  # torchvision: loaded only when frames are extracted
+
     partial = dst.with_name(f"{dst.name}{PARTIAL}{uuid.uuid4().hex[:8]}")
     partial.mkdir(parents=True)
     try:

@@ -9,7 +9,7 @@ clip of the dataset, so one broken file never ends an epoch; only ``max_retries`
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -17,7 +17,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .prepare import DatasetError
 from .reader import open_video, short_side_size
-from .sampling import sample_multiview_indices, sample_train_indices
+from .sampling import sample_multiview_indices, sample_test_indices, sample_train_indices
 from .transforms import TestTransform, TrainTransform, resize_short_side, scale_size
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class VideoClipDataset(Dataset):
     the short side ``size * 256 // 224`` while decoding (needs "width"/"height" in the row, as in the manifest).
     ``decode_scale_min_ratio``: scale in the decoder only when the source short side is at least this multiple of
     the target short side (smaller sources decode faster at full size, then torchvision resizes); the default 0
-    always scales in the decoder (what ``actionclip.train.data.CachedVideos`` replicates); 2.5 is the measured
+    always scales in the decoder (``actionclip.train.data.CachedVideos`` decodes through ``read`` too); 2.5 is the measured
     break-even. ``main_process_threads``: torch intra-op threads while an item is loaded in the main
     process (workers=0); None leaves torch's setting alone.
     """
@@ -136,29 +136,23 @@ class VideoClipDataset(Dataset):
         Public so that code caching decoded frames (``actionclip.train.data.CachedVideos``) decodes exactly as the
         dataset does.
         """
-        if self.resize_on_decode and row.get("width") and row.get("height"):
-            w, h = int(row["width"]), int(row["height"])
-            target = short_side_size(w, h, self.short_side)
-            # decord scales every frame it decodes while seeking, not only the T it returns, so scaling in the
-            # decoder pays off only for sources much larger than needed (measured, 8 of 250 frames, gop 50:
-            # 1280x720 -> 455x256 281 ms vs 361 ms decode-then-resize; 340x256 -> 170x128 97 ms vs 59 ms);
-            # same-size "scaling" is skipped (decord returns identical pixels either way)
-            if target != (w, h) and min(w, h) >= self.decode_scale_min_ratio * self.short_side:
-                return target
-        return -1, -1
+        if not self.resize_on_decode:
+            return -1, -1
+        return decode_size(int(row.get("width") or 0), int(row.get("height") or 0), self.short_side,
+                           self.decode_scale_min_ratio)
+
+    def read(self, row: dict, pick: Callable[[int], Sequence[int]]) -> torch.Tensor:
+        """Frames ``pick(frame_count)`` of ``row``'s video, decoded as this dataset decodes (see ``read_clip``)."""
+        return read_clip(row["path"], pick, self.short_side, size=(int(row.get("width") or 0),
+                         int(row.get("height") or 0)), threads=self.decode_threads,
+                         min_ratio=self.decode_scale_min_ratio, resize_on_decode=self.resize_on_decode)
 
     def _load(self, index: int) -> dict:
         row = self.rows[index]
-        w, h = self.decode_size(row)
-        with open_video(row["path"], width=w, height=h, threads=self.decode_threads) as video:
-            n = video.info.frames
-            if self.mode == "train":
-                indices = sample_train_indices(n, self.num_frames)
-            else:
-                indices = sample_multiview_indices(n, self.num_frames, self.num_clips).flatten()
-            frames = video.read(indices.tolist())
-        # also the decode-then-resize path (and frame folders): same short side, so both paths crop alike
-        frames = resize_short_side(frames, self.short_side)
+        if self.mode == "train":
+            frames = self.read(row, lambda n: sample_train_indices(n, self.num_frames))
+        else:
+            frames = self.read(row, lambda n: sample_multiview_indices(n, self.num_frames, self.num_clips).flatten())
         if self.mode == "train":
             clip = self.transform(frames)
         else:
@@ -169,6 +163,49 @@ class VideoClipDataset(Dataset):
                 clip = torch.stack(views) if self.num_clips > 1 else views[0]
         return {"video": clip, "label": self.label_of(row), "caption": row.get("caption") or "",
                 "path": row["path"]}
+
+
+def decode_size(width: int, height: int, short_side: int, min_ratio: float = 0.0) -> tuple[int, int]:
+    """(width, height) decord should scale a ``width`` x ``height`` video to while decoding, or (-1, -1) for full
+    size (also when the size is unknown, 0)."""
+    if width <= 0 or height <= 0:
+        return -1, -1
+    target = short_side_size(width, height, short_side)
+    # decord scales every frame it decodes while seeking, not only the T it returns, so scaling in the decoder pays
+    # off only for sources much larger than needed (measured, 8 of 250 frames, gop 50: 1280x720 -> 455x256 281 ms vs
+    # 361 ms decode-then-resize; 340x256 -> 170x128 97 ms vs 59 ms); same-size "scaling" is skipped (decord returns
+    # identical pixels either way)
+    if target != (width, height) and min(width, height) >= min_ratio * short_side:
+        return target
+    return -1, -1
+
+
+def read_clip(source: Any, pick: Callable[[int], Sequence[int]], short_side: int, *,
+              size: tuple[int, int] | None = None, threads: int = 1, min_ratio: float = 0.0,
+              resize_on_decode: bool = True) -> torch.Tensor:
+    """Decode frames ``pick(frame_count)`` of ``source`` -> uint8 [N, 3, H, W] with short side ``short_side``.
+
+    The one decoding path of the loader, the frame cache and serving, so all of them see the same pixels: decord
+    scales while decoding (``decode_size``; ``size`` is the source's (width, height), None: read from the file),
+    and whatever is still off (decode-then-resize, frame folders) is resized to the same short side.
+    """
+    w = h = -1
+    if resize_on_decode:
+        if size is None:
+            with open_video(source) as video:
+                size = (video.info.width, video.info.height)
+        w, h = decode_size(size[0], size[1], short_side, min_ratio)
+    with open_video(source, width=w, height=h, threads=threads) as video:
+        indices = pick(video.info.frames)
+        frames = video.read(indices.tolist() if hasattr(indices, "tolist") else list(indices))
+    return resize_short_side(frames, short_side)
+
+
+def load_test_clip(source: Any, num_frames: int, image_size: int) -> torch.Tensor:
+    """The test-time clip of one video: ``num_frames`` segment-midpoint frames, centre-cropped -> uint8
+    [T, 3, image_size, image_size] (what the evaluation loader feeds the model for one view and one crop)."""
+    transform = TestTransform(image_size)
+    return transform(read_clip(source, lambda n: sample_test_indices(n, num_frames), transform.short_side))
 
 
 def collate_clips(items: list[dict]) -> dict:

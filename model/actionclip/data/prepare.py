@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from actionclip.errors import ActionCLIPError
+from actionclip.labels import parse_labels
 
 from .formats import DatasetFormatError, Entry, merge_labels, parse_captions, parse_source
 from .frames import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, extract_frames, frame_folder_name
@@ -57,8 +58,8 @@ class PreparedDataset:
         heldout_file = root / "heldout_labels.txt"
         return cls(
             root=root,
-            labels=_read_lines(root / "labels.txt"),
-            heldout_labels=_read_lines(heldout_file) if heldout_file.is_file() else [],
+            labels=parse_labels((root / "labels.txt").read_text(encoding="utf-8")),  # may be empty (captions only)
+            heldout_labels=parse_labels(heldout_file.read_text(encoding="utf-8")) if heldout_file.is_file() else [],
             dataset_hash=summary.get("dataset_hash", ""),
             summary=summary,
         )
@@ -75,17 +76,6 @@ class PreparedDataset:
         if unknown:
             raise ValueError(f"unknown split(s) {sorted(unknown)}; splits are {SPLITS}")
         return [r for r in self._rows if r["split"] in wanted]
-
-    def label_index(self, label: str | None) -> int:
-        """Index of ``label`` in ``labels`` or -1 (held-out, caption-only or unknown)."""
-        try:
-            return self.labels.index(label)  # type: ignore[arg-type]
-        except ValueError:
-            return -1
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
 # --------------------------------------------------------------------------------------------------- probe cache
@@ -249,18 +239,69 @@ def prepare_dataset(
     "Frame folders"). Folders of unchanged videos are reused, so a rerun after an interruption extracts only what
     is missing; a video that fails to extract is rejected like one that fails to probe.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    bad_frames = not (1 <= jpeg_quality <= 100 and frame_stride >= 1 and (frame_short_side or 0) >= 0)
-    if frames_dir is not None and bad_frames:  # checked before probing, not found out once per video
-        raise ValueError(f"frame extraction needs jpeg_quality in 1..100, frame_stride >= 1, frame_short_side >= 0; "
-                         f"got {jpeg_quality}, {frame_stride}, {frame_short_side}")
+    _check_settings(val_fraction, frames_dir, frame_short_side, jpeg_quality, frame_stride)
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not sources:
         raise DatasetFormatError("no dataset source given")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    listing = list_entries(sources, format, label_map, video_root, captions)
+    held = heldout_labels(listing, heldout)
+    unique, rejected, duplicates = deduplicate(listing.entries)
+    good = probe_entries(unique, rejected, out, workers=workers, progress=progress, check_decode=check_decode)
+    if frames_dir is not None:
+        good = _extract_good(good, rejected, Path(frames_dir), short_side=frame_short_side, quality=jpeg_quality,
+                             stride=frame_stride, workers=workers, progress=progress)
+    _write_lines(out / "rejected.jsonl", [json.dumps(r, ensure_ascii=False) for r in rejected])
+    _check_rejected(len(listing.entries) - duplicates, len(good), rejected, max_bad_fraction, sources[0], out)
+
+    assign_splits([e for e, _ in good], set(held), val_fraction, seed)
+    rows = [
+        {"path": e.path, "label": e.label, "split": e.split, "caption": e.caption,
+         "frames": info["frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
+         "duration": info["duration"]}
+        for e, info in good
+    ]
+    closed = [lab for lab in listing.labels if lab not in set(held)]
+    digest = write_manifest(out, rows, closed, held)
+
+    summary = summarize(rows, closed, held, rejected, listing, sources, digest, duplicates, val_fraction, seed)
+    if frames_dir is not None:
+        summary["frames"] = {"dir": str(Path(frames_dir).resolve()), "short_side": int(frame_short_side or 0),
+                             "jpeg_quality": jpeg_quality, "stride": frame_stride}
+    _write_json(out / "summary.json", summary)
+    log.info("prepared %d videos (%s), rejected %d -> %s", len(rows), summary["splits"], len(rejected), out)
+    return PreparedDataset.load(out)
+
+
+# ------------------------------------------------------------------------------------------ the steps of prepare
+def _check_settings(val_fraction: float, frames_dir: Any, frame_short_side: int | None, jpeg_quality: int,
+                    frame_stride: int) -> None:
+    """``ValueError`` for impossible settings, before any video is probed (not found out once per video)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    bad_frames = not (1 <= jpeg_quality <= 100 and frame_stride >= 1 and (frame_short_side or 0) >= 0)
+    if frames_dir is not None and bad_frames:
+        raise ValueError(f"frame extraction needs jpeg_quality in 1..100, frame_stride >= 1, frame_short_side >= 0; "
+                         f"got {jpeg_quality}, {frame_stride}, {frame_short_side}")
+
+
+@dataclass
+class Listing:
+    """What the sources list: entries in order, the merged label order, declared held-out labels, formats, and files
+    skipped as not videos."""
+
+    entries: list[Entry]
+    labels: list[str]
+    declared_heldout: list[str]
+    formats: list[str]
+    ignored: list[str]
+
+
+def list_entries(sources: Sequence[str | os.PathLike], format: str, label_map: Any, video_root: Any,
+                 captions: Any) -> Listing:
+    """Parse every source (and caption list, whose rows become "pretrain" rows) into one listing."""
     entries: list[Entry] = []
     label_orders, declared_heldout, formats, ignored = [], [], [], []
     for src in sources:
@@ -277,17 +318,26 @@ def prepare_dataset(
         parsed = parse_captions(cap, Path(video_root) if video_root else cap.parent)
         entries += parsed.entries
         label_orders.append(parsed.labels)
-    all_labels = merge_labels(label_orders + [[e.label for e in entries if e.label]])
-    held = list(heldout) if heldout is not None else merge_labels([declared_heldout])
-    unknown = [h for h in held if h not in all_labels]
-    if unknown:
-        raise DatasetFormatError(f"held-out label(s) {unknown} are not dataset labels")
     bad_split = sorted({e.split for e in entries if e.split not in (None, *SPLITS)})
     if bad_split:
         raise DatasetFormatError(f"unknown split name(s) {bad_split} in annotations; use {SPLITS}")
+    labels = merge_labels(label_orders + [[e.label for e in entries if e.label]])
+    return Listing(entries, labels, declared_heldout, formats, ignored)
 
-    # the same file listed twice (two lists, or a caption list naming a training video) would leak between
-    # splits: keep the first mention and let a later caption fill in a missing one
+
+def heldout_labels(listing: Listing, heldout: Sequence[str] | None) -> list[str]:
+    """The held-out labels: those asked for, else those the sources declare; each must be a dataset label."""
+    held = list(heldout) if heldout is not None else merge_labels([listing.declared_heldout])
+    unknown = [h for h in held if h not in listing.labels]
+    if unknown:
+        raise DatasetFormatError(f"held-out label(s) {unknown} are not dataset labels")
+    return held
+
+
+def deduplicate(entries: list[Entry]) -> tuple[list[Entry], list[dict], int]:
+    """(unique entries, rejected rows, duplicates). The same file listed twice (two lists, or a caption list naming
+    a training video) would leak between splits: the first mention is kept and a later caption fills in a missing
+    one. Caption-only rows outside "pretrain" are rejected."""
     first: dict[str, Entry] = {}
     unique: list[Entry] = []
     rejected: list[dict] = []
@@ -304,26 +354,32 @@ def prepare_dataset(
             rejected.append({"path": e.path, "reason": "no label (only 'pretrain' rows may be caption-only)"})
             continue
         unique.append(e)
+    return unique, rejected, duplicates
 
+
+def probe_entries(entries: list[Entry], rejected: list[dict], out: Path, *, workers: int, progress: bool,
+                  check_decode: bool) -> list[tuple[Entry, dict]]:
+    """(entry, probe info) of every readable video; unreadable ones move to ``rejected``. Probes are cached in
+    ``out`` by file size and mtime, so a rerun probes only new or changed files."""
     cache = _load_cache(out / CACHE_FILE)
-    probes = probe_all(sorted({e.path for e in unique}), cache, workers=workers, progress=progress,
+    probes = probe_all(sorted({e.path for e in entries}), cache, workers=workers, progress=progress,
                        check_decode=check_decode)
     _write_json(out / CACHE_FILE, cache)
-
     good: list[tuple[Entry, dict]] = []
-    for e in unique:
+    for e in entries:
         res = probes[e.path]
         if "error" in res:
             rejected.append({"path": e.path, "reason": res["error"]})
         else:
             good.append((e, res["info"]))
-    if frames_dir is not None:
-        good = _extract_good(good, rejected, Path(frames_dir), short_side=frame_short_side, quality=jpeg_quality,
-                             stride=frame_stride, workers=workers, progress=progress)
-    _write_lines(out / "rejected.jsonl", [json.dumps(r, ensure_ascii=False) for r in rejected])
-    total = len(entries) - duplicates
+    return good
+
+
+def _check_rejected(total: int, good: int, rejected: list[dict], max_bad_fraction: float, source: Any,
+                    out: Path) -> None:
+    """``DatasetError`` when nothing is usable or more than ``max_bad_fraction`` of the videos were rejected."""
     if total == 0:
-        raise DatasetError(f"{sources[0]}: the dataset lists no videos")
+        raise DatasetError(f"{source}: the dataset lists no videos")
     bad_fraction = len(rejected) / total
     if not good or bad_fraction > max_bad_fraction:
         raise DatasetError(
@@ -331,48 +387,41 @@ def prepare_dataset(
             f"reasons in {out / 'rejected.jsonl'}"
         )
 
-    assign_splits([e for e, _ in good], set(held), val_fraction, seed)
-    closed = [lab for lab in all_labels if lab not in set(held)]
-    rows = [
-        {"path": e.path, "label": e.label, "split": e.split, "caption": e.caption,
-         "frames": info["frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
-         "duration": info["duration"]}
-        for e, info in good
-    ]
-    manifest_lines = [json.dumps(r, ensure_ascii=False) for r in rows]
-    _write_lines(out / "manifest.jsonl", manifest_lines)
-    _write_lines(out / "labels.txt", closed)
-    _write_lines(out / "heldout_labels.txt", held)
-    digest = hashlib.sha256((out / "manifest.jsonl").read_bytes()).hexdigest()
 
+def write_manifest(out: Path, rows: list[dict], labels: list[str], held: list[str]) -> str:
+    """Write manifest.jsonl, labels.txt and heldout_labels.txt; returns the dataset hash (sha256 of the manifest)."""
+    _write_lines(out / "manifest.jsonl", [json.dumps(r, ensure_ascii=False) for r in rows])
+    _write_lines(out / "labels.txt", labels)
+    _write_lines(out / "heldout_labels.txt", held)
+    return hashlib.sha256((out / "manifest.jsonl").read_bytes()).hexdigest()
+
+
+def summarize(rows: list[dict], labels: list[str], held: list[str], rejected: list[dict], listing: Listing,
+              sources: Sequence[Any], digest: str, duplicates: int, val_fraction: float, seed: int) -> dict:
+    """summary.json: counts per split and label, rejection reasons, the hash and the settings that made it."""
     per_split = Counter(r["split"] for r in rows)
     per_label: dict[str, dict[str, int]] = defaultdict(dict)
     for (split, label), n in sorted(Counter((r["split"], r["label"] or "") for r in rows).items()):
         per_label[split][label] = n
-    summary = {
+    formats = listing.formats
+    return {
         "dataset_hash": digest,
         "format": formats[0] if len(set(formats)) == 1 else formats,
         "source": [str(Path(s).resolve()) for s in sources],
         "num_videos": len(rows),
         "splits": {s: per_split.get(s, 0) for s in SPLITS},
         "per_label": per_label,
-        "num_labels": len(closed),
+        "num_labels": len(labels),
         "num_heldout_labels": len(held),
         "captioned": sum(1 for r in rows if r["caption"]),
         "rejected": len(rejected),
         "rejected_reasons": dict(Counter(_reason_kind(r["reason"]) for r in rejected)),
-        "ignored_files": len(ignored),
+        "ignored_files": len(listing.ignored),
         "duplicates": duplicates,
         "total_duration_s": round(sum(r["duration"] for r in rows), 3),
         "val_fraction": val_fraction,
         "seed": seed,
     }
-    if frames_dir is not None:
-        summary["frames"] = {"dir": str(Path(frames_dir).resolve()), "short_side": int(frame_short_side or 0),
-                             "jpeg_quality": jpeg_quality, "stride": frame_stride}
-    _write_json(out / "summary.json", summary)
-    log.info("prepared %d videos (%s), rejected %d -> %s", len(rows), dict(per_split), len(rejected), out)
-    return PreparedDataset.load(out)
 
 
 def _reason_kind(reason: str) -> str:

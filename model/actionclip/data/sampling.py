@@ -1,4 +1,4 @@
-"""TSN-style sparse frame sampling (spec 4.5 and 7.1). All indices are 0-indexed frame numbers.
+"""TSN-style sparse frame sampling, as ActionCLIP trains and MMAction2 tests. All indices are 0-indexed frame numbers.
 
 - train: split the N frames into T equal segments and pick one random frame per segment (ActionCLIP
   ``_sample_indices``); with N <= T every frame appears once plus T - N random repeats, sorted.

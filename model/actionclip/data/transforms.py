@@ -1,4 +1,4 @@
-"""Clip transforms on uint8 tensors [T, 3, H, W] (spec 4.6).
+"""Clip transforms on uint8 tensors [T, 3, H, W]: ActionCLIP's training augmentation and its test-time crops.
 
 Spatial decisions (crop box, flip) are drawn once per clip so every frame of a clip stays aligned; ActionCLIP's
 colour jitter draws its factors per frame (its torchvision ColorJitter is called frame by frame), which we keep by

@@ -61,13 +61,9 @@ def _coerce(name: str, value: Any) -> Any:
                 return tuple(p for p in value.split(os.pathsep) if p)
             return tuple(str(p) for p in value)
         if name == "allow_paths":
-            if isinstance(value, str):
-                if value.strip().lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.strip().lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
+            from actionclip.coercion import parse_bool
+
+            return parse_bool(value) if isinstance(value, str) else bool(value)
         number = int(value)
         if number < 1:
             raise ValueError(value)

@@ -7,10 +7,8 @@ templates).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -18,7 +16,6 @@ import torch
 from actionclip.serving.errors import ServingInputError
 from actionclip.serving.limits import ServingLimits
 from actionclip.serving.requests import PredictRequest, check_template, group_by_text, read_label_file
-from actionclip.serving.text_cache import TextFeatureLRU
 from actionclip.serving.video_input import load_clip
 
 
@@ -41,16 +38,14 @@ def load_prompt_templates(prompt: str | os.PathLike[str] | None) -> list[str] | 
     """Templates kept by the prompt stage (prompt.json ``templates``); None when no file is given."""
     if prompt is None:
         return None
-    p = Path(prompt)
+    from actionclip.zeroshot import PromptError, read_prompt_file
+
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ServingInputError(f"cannot read prompt file {p}: {exc}") from None
-    templates = data.get("templates") if isinstance(data, dict) else None
-    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
-        raise ServingInputError(f"prompt file {p} has no 'templates' list of strings")
-    for t in templates:
-        check_template(t, f"prompt file {p}")
+        templates = read_prompt_file(prompt)
+    except PromptError as exc:
+        raise ServingInputError(str(exc)) from None
+    for t in templates:  # serving is stricter: exactly one "{}" and no other braces
+        check_template(t, f"prompt file {prompt}")
     return templates
 
 
@@ -75,7 +70,10 @@ class VideoPredictor:
         self.labels = tuple(labels) if labels else None
         self.templates = tuple(templates) if templates else tuple(actionclip.TEMPLATES)
         self.limits = limits or ServingLimits()
-        self.text_cache = TextFeatureLRU(self._encode_text, maxsize=cache_size)
+        from actionclip.zeroshot import prompt_cache
+
+        self.text_cache = prompt_cache(self.model)  # the model's own cache, which encode_prompts fills
+        self.text_cache.maxsize = max(self.text_cache.maxsize, cache_size)
 
     @classmethod
     def from_files(
@@ -101,12 +99,6 @@ class VideoPredictor:
 
     # -- pieces, public so that the benchmark can time them separately ---------------------------------------
 
-    def _encode_text(self, labels: list[str], templates: list[str]) -> torch.Tensor:
-        import actionclip
-
-        with torch.inference_mode():
-            return actionclip.encode_prompts(self.model, labels, templates)
-
     def load_videos(self, requests: Sequence[PredictRequest]) -> torch.Tensor:
         """Decode every request's video -> uint8 [B, T, 3, S, S]."""
         size, frames = self.model.image_size, self.model.num_frames
@@ -122,9 +114,12 @@ class VideoPredictor:
 
     def text_features(self, labels: Sequence[str] | None, templates: Sequence[str] | None) -> torch.Tensor:
         """Cached prompt features [K, C, D] for a (labels, templates) pair; None means the model's defaults."""
+        import actionclip
+
         labels = self.resolve_labels(labels)
         templates = tuple(templates) if templates else self.templates
-        return self.text_cache.get(labels, templates)
+        with torch.inference_mode():
+            return actionclip.encode_prompts(self.model, labels, templates)
 
     def resolve_labels(self, labels: Sequence[str] | None) -> tuple[str, ...]:
         if labels:

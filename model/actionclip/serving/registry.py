@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from actionclip.serving.errors import RegistryError
+from actionclip.tracking import scalar_metrics
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -48,11 +48,11 @@ class RegisterResult:
 
 @contextlib.contextmanager
 def using_tracking_uri(uri: str | None) -> Iterator[str]:
-    """Run the block against ``uri`` (default: ``actionclip.train.tracking`` conventions). The fluent tracking URI
+    """Run the block against ``uri`` (default: ``actionclip.tracking`` conventions). The fluent tracking URI
     is left pointing at it (``log_model`` needs the fluent API); the environment variable is restored."""
     import mlflow
 
-    from actionclip.train import tracking
+    from actionclip import tracking
 
     old_env = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -85,13 +85,7 @@ def read_metrics(metrics: Mapping[str, Any] | str | os.PathLike[str]) -> dict[st
             raise RegistryError(f"cannot read metrics file {p}: {exc}") from None
     if not isinstance(metrics, Mapping):
         raise RegistryError("metrics must be a mapping of names to numbers")
-    out: dict[str, float] = {}
-    for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not _METRIC_NAME_RE.match(str(k)):
-            continue
-        if math.isfinite(float(v)):
-            out[str(k)] = float(v)
-    return out
+    return {k: v for k, v in scalar_metrics(metrics).items() if _METRIC_NAME_RE.match(k)}
 
 
 def weights_sha256(model_dir: str | os.PathLike[str]) -> str:
@@ -197,7 +191,7 @@ def _log_and_register(client, model_dir, scalars, name, labels, prompt, metric, 
     import mlflow
 
     from actionclip.serving.packaging import log_pyfunc
-    from actionclip.train import tracking
+    from actionclip import tracking
 
     tracker = tracking.Tracker(experiment, f"register-{name}", parent_run_id or "",
                                tags={"actionclip.stage": "register", TAG_KEY: key, **lineage})

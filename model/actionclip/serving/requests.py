@@ -239,13 +239,8 @@ def encode_base64(data: bytes) -> str:
 
 
 def read_label_file(path: str | os.PathLike[str]) -> list[str]:
-    """One label per line; blank lines and ``#`` comments are skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise ServingInputError(f"label file not found: {p}")
-    labels = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-    labels = [ln for ln in labels if ln and not ln.startswith("#")]
-    if not labels:
-        raise ServingInputError(f"label file {p} has no labels")
-    return labels
+    """One label per line; blank lines and ``#`` comments are skipped (``actionclip.labels``)."""
+    from actionclip.labels import read_labels
+
+    return read_labels(path, ServingInputError)
 

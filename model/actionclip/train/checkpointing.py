@@ -2,7 +2,7 @@
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled objects):
 
-    {"format": "actionclip-train/1", "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ... | None,
+    {"format": "actionclip-train/1", "model": state_dict, "optimizer": ..., "scheduler": ...,
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor] , "numpy": {...}, "python": [...]},
      "progress": {"epoch": int, "batch_in_epoch": int, "global_step": int}, "run_id": str | None,
      "config": dict, "history": dict}

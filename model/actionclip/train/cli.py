@@ -7,13 +7,10 @@ Heavy imports happen inside the command function, so building the parser imports
 from __future__ import annotations
 
 import argparse
-import re
 import typing
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from actionclip.train.config import STAGE_CONFIGS, StageConfig
+from actionclip.train.config import STAGE_CONFIGS, StageConfig, field_help
 
 HELP = {
     "pretrain": "initialise a model from a checkpoint/preset; optionally contrastive video-caption pre-training",
@@ -23,19 +20,9 @@ HELP = {
 }
 
 
-@lru_cache(maxsize=1)
-def _field_comments() -> dict[str, str]:
-    """Field help from the trailing comments in config.py (one source of truth for the documentation)."""
-    source = Path(__file__).with_name("config.py").read_text(encoding="utf-8")
-    out: dict[str, str] = {}
-    for m in re.finditer(r"^\s+(\w+): [^=\n]+= .*?#\s*(.+)$", source, flags=re.M):
-        out.setdefault(m.group(1), m.group(2).strip())
-    return out
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:
     """One flag per dataclass field; unset flags stay absent from the namespace (default SUPPRESS)."""
-    comments = _field_comments()
+    comments = field_help(cls)
     defaults = cls()
     for name, tp in cls.field_types().items():
         flag = "--" + name.replace("_", "-")

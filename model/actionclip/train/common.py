@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from actionclip.errors import ConfigError
-from actionclip.train.tracking import NullTracker, log_stage_start, open_tracker
+from actionclip.tracking import NullTracker, log_stage_start, open_tracker
 
 
 def apply_threads(threads: int) -> None:
@@ -89,10 +89,19 @@ def write_json(path: str | Path, data: Any) -> Path:
     return p
 
 
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The finite numeric entries of a metrics dict (what goes to MLflow and ``StageResult.metrics``)."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+def start_scoring_stage(cfg: Any) -> tuple[Path, Any, Any]:
+    """The common start of the stages that only score (prompt, evaluate): validate the config, create the output
+    folder, pick the device, load the dataset, set threads and seeds. Returns (out_dir, device, dataset)."""
+    from actionclip.train.distributed import resolve_device
+
+    cfg.validate()
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data)
+    apply_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return out, device, ds
 
 
 @contextmanager

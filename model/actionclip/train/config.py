@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, TypeVar, Union
 
+from actionclip.coercion import parse_bool
 from actionclip.errors import ConfigError
 
 C = TypeVar("C", bound="StageConfig")
@@ -38,7 +39,7 @@ class StageConfig:
     data: str = ""  # prepared dataset directory (manifest.jsonl, labels.txt, ...)
     model: str = "tiny-8"  # preset name, checkpoint file or model directory to start from
     out_dir: str = ""  # outputs go here; default: runs/<stage>
-    seed: int = 0
+    seed: int = 0  # random seed (data order, augmentation, initialisation)
     device: str = "auto"  # auto: cuda when available, else cpu
     num_workers: int = 2  # DataLoader worker processes per rank
     threads: int = 0  # torch CPU threads (0: torch's default / OMP_NUM_THREADS); 1 avoids oversubscribed cores
@@ -67,7 +68,7 @@ class StageConfig:
                 close = difflib.get_close_matches(key.replace("-", "_"), types_, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigError(f"unknown {cls.STAGE} config key(s): {', '.join(hints)}")
-        kwargs = {k.replace("-", "_"): _coerce(k, v, types_[k.replace("-", "_")]) for k, v in values.items()}
+        kwargs = {k.replace("-", "_"): coerce(k, v, types_[k.replace("-", "_")]) for k, v in values.items()}
         cfg = cls(**kwargs)
         cfg.validate()
         return cfg
@@ -168,9 +169,10 @@ class PretrainConfig(TrainingConfig):
 
     STAGE: ClassVar[str] = "pretrain"
 
-    epochs: float = 0.0
-    num_frames: int = 0  # override the checkpoint's frame count (0: keep)
-    fusion: str = ""  # override the fusion module: meanP, Transf, Conv1D, LSTM, Transf_cls ("" keeps)
+    epochs: float = 0.0  # caption pre-training epochs (0: import the weights only)
+    preset: str = ""  # preset whose frame count and fusion a checkpoint `model` gets ("": the checkpoint's own)
+    num_frames: int = 0  # frames per clip (0: the preset's: `model` itself when it is a preset, else `preset`)
+    fusion: str = ""  # temporal fusion: meanP, Transf, Conv1D, LSTM, Transf_cls ("": the preset's, as num_frames)
     split: list[str] = field(default_factory=lambda: ["pretrain", "train"])  # splits whose clips/captions are used
     caption_template: str = "a video of {}"  # text for clips without a caption (label substituted)
     loss: str = "clip"  # clip: symmetric InfoNCE, diagonal targets; kl: identical captions count as positives
@@ -191,11 +193,11 @@ class PromptConfig(StageConfig):
 
     STAGE: ClassVar[str] = "prompt"
 
-    split: str = "val"
+    split: str = "val"  # manifest split the templates are scored on
     templates: list[str] = field(default_factory=list)  # user templates with '{}', scored beside the defaults
     include_default: bool = True  # also score ActionCLIP's 16 templates
     rule: str = "top_k"  # top_k: keep the `keep` best by top-1 (ties: original order); all: keep every template
-    keep: int = 8
+    keep: int = 8  # templates kept by top_k
     max_clips: int = 0  # score on at most this many clips (0: all)
 
     def validate(self) -> None:
@@ -216,12 +218,12 @@ class FinetuneConfig(TrainingConfig):
 
     STAGE: ClassVar[str] = "finetune"
 
-    epochs: float = 10.0
-    warmup_epochs: float = 1.0
+    epochs: float = 10.0  # fine-tuning epochs (fractional allowed)
+    warmup_epochs: float = 1.0  # linear warm-up from 0 before the cosine schedule
     prompt: str = ""  # prompt.json from the prompt stage (its kept templates); "" uses the 16 default templates
     loss: str = "kl"  # kl: ActionCLIP (same-label targets, softmax(10 G)); infonce: MMAction2 (diagonal targets)
     few_shot: int = 0  # train on K clips per class (seeded choice); 0: all
-    val_split: str = "val"
+    val_split: str = "val"  # manifest split validated on after each epoch
 
     def validate(self) -> None:
         super().validate()
@@ -237,13 +239,13 @@ class EvaluateConfig(StageConfig):
 
     STAGE: ClassVar[str] = "evaluate"
 
-    split: str = "val"
+    split: str = "val"  # manifest split evaluated
     num_clips: int = 1  # temporal views per video
     num_crops: int = 1  # spatial crops per view: 1 (centre) or 3 (left/centre/right or top/centre/bottom)
     prompt: str = ""  # prompt.json whose kept templates are used; "" uses the 16 default templates
     heldout: bool = True  # also score heldout-split clips against heldout_labels.txt (zero-shot)
     history: str = ""  # training history JSON for the curves plot; "" looks for history.json beside the model
-    plots: bool = True
+    plots: bool = True  # write the confusion, per-class and training-curve plots
 
     def validate(self) -> None:
         super().validate()
@@ -282,27 +284,46 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Check/convert ``value`` to the annotated type (ints accepted for floats, strings for CLI-style input)."""
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> the trailing comment of its declaration (the setting's meaning, shown by ``--help`` and in the
+    KFP components' parameter descriptions); a subclass's own comment wins over its base's."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in cls.__mro__:
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for m in re.finditer(r"^\s+(\w+): [^=\n]+= .*?#\s*(.+)$", inspect.getsource(klass), flags=re.M):
+            out.setdefault(m.group(1), m.group(2).strip())
+    return out
+
+
+def coerce(name: str, value: Any, tp: Any) -> Any:
+    """Check/convert ``value`` to the annotated type (ints accepted for floats, strings for CLI-style input).
+
+    The one rule for text input, used by the stage configs and the pipeline's flags alike: booleans as
+    ``actionclip.coercion.parse_bool``; a list given as one string is comma-separated, items stripped.
+    """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(name, value, args[0])
+        return coerce(name, value, args[0])
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config field {name!r} must be a list, got {value!r}")
-        return [_coerce(name, v, item) for v in value]
+        return [coerce(name, v, item) for v in value]
     try:
         if tp is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-                return value.lower() in ("true", "yes", "1", "on")
+            if isinstance(value, str):
+                return parse_bool(value)
             raise ValueError
         if tp is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):

@@ -129,20 +129,12 @@ class CachedVideos(Dataset):
         return len(self.base)
 
     def _decode_all(self, index: int) -> torch.Tensor | None:
-        from actionclip.data import read_frames
-        from actionclip.data.reader import short_side_size
-        from actionclip.data.transforms import resize_short_side
-
         row = self.base.rows[index]
         n = int(row.get("frames") or 0)
         if n < 1:
             return None
-        w = h = -1
-        if self.base.resize_on_decode and row.get("width") and row.get("height"):
-            w, h = short_side_size(int(row["width"]), int(row["height"]), self.base.short_side)
         try:
-            return resize_short_side(read_frames(row["path"], list(range(n)), width=w, height=h),
-                                     self.base.short_side)
+            return self.base.read(row, lambda _: range(n))
         except Exception:  # bad or short file: let the dataset's retry/substitute policy handle it per item
             return None
 

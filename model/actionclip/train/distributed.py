@@ -75,23 +75,3 @@ def barrier(env: DistEnv) -> None:
 
     if env.distributed and dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_object(env: DistEnv, obj: object) -> object:
-    """Rank 0's ``obj`` on every rank (e.g. the MLflow run id, a resume decision)."""
-    import torch.distributed as dist
-
-    if not (env.distributed and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def all_reduce_sum(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
-    """Sum of ``t`` over ranks (in place; returns ``t``)."""
-    import torch.distributed as dist
-
-    if env.distributed and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t

@@ -17,8 +17,8 @@ import json
 import re
 from pathlib import Path
 
-from actionclip.train.common import (apply_threads, load_dataset, scalar_metrics, seed_everything, split_rows,
-                                     tracked_stage, write_json)
+from actionclip.tracking import scalar_metrics
+from actionclip.train.common import split_rows, start_scoring_stage, tracked_stage, write_json
 from actionclip.train.config import EvaluateConfig
 from actionclip.train.result import StageResult
 
@@ -41,24 +41,17 @@ def find_history(cfg: EvaluateConfig) -> Path | None:
 def evaluate(cfg: EvaluateConfig) -> StageResult:
     """Evaluate ``cfg.model`` on ``cfg.split`` (and held-out labels); outputs under ``cfg.out_dir``."""
     from actionclip import load
-    from actionclip.train.distributed import resolve_device
-    from actionclip.train.finetuning import read_prompt_templates
+    from actionclip.train.prompting import read_prompt_templates
     from actionclip.train.metrics import classification_metrics
     from actionclip.train.plots import bars_png, confusion_png, curves_png
     from actionclip.train.scoring import encode_clips, eval_loader, prompt_bank, view_scores
 
-    cfg.validate()
-    out = cfg.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.data)
+    out, device, ds = start_scoring_stage(cfg)
     labels = list(ds.labels)
     rows = split_rows(ds, cfg.split, labels)
     heldout_rows = (split_rows(ds, "heldout", ds.heldout_labels, require=False)
                     if cfg.heldout and ds.heldout_labels else [])
     templates = read_prompt_templates(cfg.prompt)
-    apply_threads(cfg.threads)
-    seed_everything(cfg.seed)
     paths: dict[str, str] = {}
     with tracked_stage(cfg, True, ds.dataset_hash, extra_params={"eval_clips": len(rows),
                                                                   "heldout_clips": len(heldout_rows)}) as tracker:

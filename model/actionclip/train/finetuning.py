@@ -7,40 +7,20 @@ templates (ActionCLIP scoring, one view).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from actionclip.errors import ConfigError
 from actionclip.train.common import load_dataset, split_rows, train_transform
 from actionclip.train.config import FinetuneConfig
 from actionclip.train.data import few_shot_rows, fill_template, pick_templates
 from actionclip.train.distributed import DistEnv
 from actionclip.train.result import StageResult
+from actionclip.train.prompting import read_prompt_templates
 from actionclip.train.runner import run_training_stage
-from actionclip.train.trainer import TrainingJob, token_length
+from actionclip.train.batches import token_length
+from actionclip.train.trainer import TrainingJob
 from actionclip.zeroshot import build_prompts
-
-
-def read_prompt_templates(path: str) -> list[str]:
-    """Templates kept by the prompt stage (``prompt.json``), or ActionCLIP's 16 when ``path`` is empty."""
-    from actionclip import TEMPLATES
-
-    if not path:
-        return list(TEMPLATES)
-    p = Path(path)
-    if p.is_dir():
-        p = p / "prompt.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read prompt artifact {p}: {exc}") from None
-    templates = data.get("templates") if isinstance(data, dict) else None
-    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise ConfigError(f"prompt artifact {p} has no usable 'templates' list (strings with '{{}}')")
-    return templates
 
 
 def finetune(cfg: FinetuneConfig) -> StageResult:

@@ -1,7 +1,8 @@
 """The pre-train stage: initialise a model and optionally continue contrastive video-caption training.
 
 ``cfg.model`` is any source ``actionclip.load`` accepts (preset name = random init, OpenAI CLIP, ActionCLIP,
-MMAction2 or our own checkpoint); ``num_frames``/``fusion`` reconfigure it. With ``epochs`` 0 the stage only imports
+MMAction2 or our own checkpoint); ``num_frames``/``fusion`` reconfigure it, and where they are 0/"" a checkpoint
+takes them from ``cfg.preset`` (when set). With ``epochs`` 0 the stage only imports
 and saves. Otherwise clips of ``cfg.split`` (default the "pretrain" and "train" splits, never val/heldout) are paired
 with their captions (or ``caption_template`` filled with the label) under CLIP's symmetric InfoNCE with the learned
 temperature. Validation after each epoch reports zero-shot top-1 on the val split and on the held-out labels.
@@ -27,8 +28,15 @@ def pretrain(cfg: PretrainConfig) -> StageResult:
 
     cfg.validate()
 
+    num_frames, fusion = cfg.num_frames, cfg.fusion
+    if cfg.preset and not (num_frames and fusion):
+        from actionclip import preset_config
+
+        arch = preset_config(cfg.preset)
+        num_frames, fusion = num_frames or arch.num_frames, fusion or arch.fusion.kind
+
     def load_model() -> nn.Module:
-        return load(cfg.model, num_frames=cfg.num_frames or None, fusion=cfg.fusion or None)
+        return load(cfg.model, num_frames=num_frames or None, fusion=fusion or None)
 
     if cfg.epochs <= 0:
         dataset_hash = load_dataset(cfg.data).dataset_hash if cfg.data else None

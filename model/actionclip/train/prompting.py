@@ -9,8 +9,9 @@ reported as the stage's zero-shot top-1/top-5. Output ``prompt.json``:
 """
 from __future__ import annotations
 
-from actionclip.train.common import (apply_threads, load_dataset, scalar_metrics, seed_everything, split_rows,
-                                     tracked_stage, write_json)
+from actionclip.errors import ConfigError
+from actionclip.tracking import scalar_metrics
+from actionclip.train.common import split_rows, start_scoring_stage, tracked_stage, write_json
 from actionclip.train.config import PromptConfig
 from actionclip.train.result import StageResult
 
@@ -33,24 +34,29 @@ def select(scores: list[float], rule: str, keep: int) -> list[int]:
     return sorted(best)
 
 
+def read_prompt_templates(path: str) -> list[str]:
+    """Templates kept by the prompt stage (``prompt.json``), or ActionCLIP's 16 when ``path`` is empty."""
+    from actionclip.zeroshot import TEMPLATES, PromptError, read_prompt_file
+
+    if not path:
+        return list(TEMPLATES)
+    try:
+        return read_prompt_file(path)
+    except PromptError as exc:  # a stage setting that points at a bad file: a config error of the stage
+        raise ConfigError(str(exc)) from None
+
+
 def prompt(cfg: PromptConfig) -> StageResult:
     """Score the candidate templates on ``cfg.split`` and write ``out_dir/prompt.json`` and ``metrics.json``."""
     from actionclip import load
-    from actionclip.train.distributed import resolve_device
     from actionclip.train.metrics import classification_metrics
     from actionclip.train.plots import bars_png
     from actionclip.train.scoring import encode_clips, eval_loader, per_template_top1, prompt_bank, view_scores
 
-    cfg.validate()
-    out = cfg.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.data)
+    out, device, ds = start_scoring_stage(cfg)
     rows = split_rows(ds, cfg.split, ds.labels)
     if cfg.max_clips:
         rows = rows[:cfg.max_clips]
-    apply_threads(cfg.threads)
-    seed_everything(cfg.seed)
     candidates = candidate_templates(cfg)
     with tracked_stage(cfg, True, ds.dataset_hash) as tracker:
         model = load(cfg.model, device=device)

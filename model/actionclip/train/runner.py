@@ -11,11 +11,13 @@ from typing import Any, Callable
 from torch import nn
 
 from actionclip.train import checkpointing as ckpt
-from actionclip.train.common import apply_threads, scalar_metrics, seed_everything, tracked_stage, write_json
+from actionclip.tracking import scalar_metrics
+from actionclip.train.common import apply_threads, seed_everything, tracked_stage, write_json
 from actionclip.train.config import TrainingConfig
 from actionclip.train.distributed import DistEnv, barrier, cleanup_distributed, setup_distributed
 from actionclip.train.result import StageResult
-from actionclip.train.trainer import TrainingJob, TrainOutcome, check_resumable, find_resume_checkpoint, train
+from actionclip.train.resume import check_resumable, find_resume_checkpoint
+from actionclip.train.trainer import TrainingJob, TrainOutcome, train
 
 
 def save_outputs(cfg: TrainingConfig, model: nn.Module, outcome: TrainOutcome | None, tracker: Any,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from actionclip.train.trainer import autocast, autocast_dtype
+from actionclip.train.precision import autocast, autocast_dtype
 
 
 def eval_loader(rows: Sequence[dict], labels: Sequence[str], model: nn.Module, batch_size: int, num_workers: int,

@@ -7,8 +7,8 @@ text -> L2-normalise -> all-gather across ranks -> contrastive loss over the glo
 CLIP's clamp of the logit scale at 100.
 
 Checkpoints (rank 0 writes, everyone waits) go to ``out_dir/checkpoints`` every ``checkpoint_every`` steps, at every
-epoch end and when the run stops; a resumed run restores model, optimiser, schedule, RNG states, the sampler position
-and the training history. A non-finite loss or gradient norm stops the run with ``TrainingDivergedError`` after the
+epoch end and when the run stops; a resumed run (which checkpoint, and whether it may: ``resume``) restores model,
+optimiser, schedule, RNG states, the sampler position and the training history. Precision: ``precision``. A non-finite loss or gradient norm stops the run with ``TrainingDivergedError`` after the
 last good state (before the bad step) has been checkpointed.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -25,28 +24,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from actionclip.errors import ActionCLIPError, CheckpointError, ConfigError
+from actionclip.errors import ActionCLIPError, ConfigError
 from actionclip.train import checkpointing as ckpt
+from actionclip.train.batches import batch_token_ids, collate, device_color_transform
 from actionclip.train.config import TrainingConfig
 from actionclip.train.data import CachedVideos, RankBatchSampler, SeededClips
 from actionclip.train.distributed import DistEnv, barrier
 from actionclip.train.losses import gather_features, stage_loss
 from actionclip.train.optim import build_optimizer, freeze_towers
+from actionclip.train.precision import autocast, autocast_dtype
 from actionclip.train.progress import Progress
 from actionclip.train.schedule import WarmupCosine
-from actionclip.train.tracking import NullTracker
+from actionclip.tracking import NullTracker
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps exp(logit_scale) at 100
-# Config keys that fix the data order and the schedule: a checkpoint cannot continue a run that changed them.
-RESUME_MUST_MATCH = ("seed", "batch_size", "accum_steps", "epochs", "warmup_epochs", "loss")
 
 
 class TrainingDivergedError(ActionCLIPError):
     """The loss or the gradient norm became NaN/inf; the last good state was checkpointed."""
 
 
-# A batch (as collated by the loader, plus "index") and the epoch -> (one text per clip, [b] group ids whose
-# equality marks positive pairs for the KL loss).
+# A batch (as collated by ``batches.collate``) and the epoch -> (one text per clip, [b] group ids whose equality
+# marks positive pairs for the KL loss).
 TextFn = Callable[[dict[str, Any], int], tuple[list[str], torch.Tensor]]
 
 
@@ -79,89 +78,6 @@ class _Objective(nn.Module):
 
     def forward(self, video: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.model.encode_video(video), self.model.encode_text(ids), self.model.logit_scale.exp()
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The data layer's batch plus "index" [B] (dataset positions, for per-clip template draws) and, when colours
-    are augmented on the device, "color" [B, T, COLOR_PARAMS]."""
-    from actionclip.data.loader import collate_clips
-
-    batch = {**collate_clips(items), "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-    if "color" in items[0]:
-        batch["color"] = torch.stack([it["color"] for it in items])
-    return batch
-
-
-def batch_token_ids(texts: list[str], context_length: int, static_length: int | None) -> torch.Tensor:
-    """Token ids [N, L] for one batch: L = its longest text (eager), or one fixed L for every batch under
-    ``torch.compile`` (``static_length``; 0 = the context length), where a new L means a recompilation, at whatever
-    step a batch's longest prompt first changes (a dynamic-shape recompile of the tiny-8 step took 80 s on 2 CPU
-    cores; see tests/test_train_stages.py). Everything here runs on the host, so nothing waits for the device."""
-    from actionclip import tokenize, trim_padding
-
-    ids = tokenize(texts, context_length=context_length, truncate=True)
-    trimmed = trim_padding(ids)
-    if static_length is None:
-        return trimmed
-    length = static_length or context_length
-    if trimmed.shape[1] > length:
-        raise ValueError(f"a text of {trimmed.shape[1]} tokens is longer than the job's text_length {length}")
-    return ids[:, :length]
-
-
-def token_length(texts: list[str], context_length: int) -> int:
-    """Tokens in the longest of ``texts`` (SOT and EOT included), for ``TrainingJob.text_length``."""
-    return int(batch_token_ids(texts, context_length, None).shape[1])
-
-
-def device_color_transform(cfg: TrainingConfig, device: torch.device, dataset: Any):
-    """The dataset's TrainTransform, switched to leave colours to the device, when this run augments colours there."""
-    from actionclip.data import TrainTransform
-
-    transform = getattr(dataset, "transform", None)
-    on_device = cfg.color_on == "device" or (cfg.color_on == "auto" and device.type == "cuda")
-    if not (on_device and isinstance(transform, TrainTransform) and transform.changes_color):
-        return None
-    transform.color_on_device = True
-    return transform
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for float32; bfloat16 for "bf16", and for "auto" on CUDA."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def autocast(dtype: torch.dtype | None, device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def find_resume_checkpoint(cfg: TrainingConfig) -> Path | None:
-    """The checkpoint a run continues from: ``resume`` = "auto" (newest in out_dir/checkpoints), "never", or a path."""
-    if cfg.resume == "never":
-        return None
-    if cfg.resume == "auto":
-        return ckpt.latest_checkpoint(cfg.output_dir / "checkpoints")
-    path = Path(cfg.resume)
-    if path.is_dir():
-        found = ckpt.latest_checkpoint(path)
-        if found is None:
-            raise CheckpointError(f"no training checkpoint (step-*.pt) in {path}")
-        return found
-    if not path.is_file():
-        raise CheckpointError(f"resume checkpoint not found: {path}")
-    return path
-
-
-def check_resumable(cfg: TrainingConfig, state: dict[str, Any], path: Path) -> None:
-    old = state.get("config", {})
-    for key in RESUME_MUST_MATCH:
-        if key in old and getattr(cfg, key, None) != old[key]:
-            raise ConfigError(
-                f"cannot resume from {path}: it was written with {key}={old[key]!r}, this run has "
-                f"{key}={getattr(cfg, key)!r} (use --resume never or another --out-dir)"
-            )
 
 
 def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob, tracker: NullTracker,
@@ -214,7 +130,7 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
     dataset = CachedVideos(job.dataset) if cfg.cache_clips else job.dataset
     seeded = SeededClips(dataset, cfg.seed, color=device_color_transform(cfg, device, job.dataset))
     # The sampler passes the epoch with every index, so workers can persist (and keep their caches).
-    loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
+    loader = DataLoader(seeded, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     amp = autocast_dtype(cfg.precision, device)
     ckpt_dir = cfg.output_dir / "checkpoints"
@@ -223,7 +139,6 @@ def train(cfg: TrainingConfig, env: DistEnv, model: nn.Module, job: TrainingJob,
         if env.is_main:
             ckpt.save_checkpoint(ckpt_dir, {
                 "model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": None,  # bf16/fp32 need no loss scaling
                 "rng": ckpt.capture_rng(),
                 "progress": {"epoch": ep, "batch_in_epoch": b, "global_step": global_step},
                 "run_id": tracker.run_id, "config": cfg.to_dict(), "history": history,

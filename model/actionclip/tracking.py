@@ -11,6 +11,7 @@ in one process and nest under a pipeline run).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -20,6 +21,13 @@ from typing import Any, Mapping
 
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one parameter value
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a metrics mapping (MLflow and KFP Metrics accept numbers only; bools, lists,
+    dicts, NaN and infinities are left out)."""
+    return {str(k): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
 def tracking_uri() -> str:
