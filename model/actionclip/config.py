@@ -15,22 +15,29 @@ _FUSION_ALIASES = {"seqTransf": "Transf", "Conv_1D": "Conv1D", "conv_1D": "Conv1
 
 
 @dataclass
-class VisionConfig:
+class TowerConfig:
+    """What the image and the text tower share: a transformer's width, depth and head count."""
+
+    width: int = 512
+    layers: int = 12
+    heads: int = 8  # width // 64 in every released CLIP
+
+
+@dataclass
+class VisionConfig(TowerConfig):
+    """A ViT image tower (ViT-B/32 by default); ``width``, ``layers`` and ``heads`` as in ``TowerConfig``."""
+
+    width: int = 768
+    heads: int = 12
     image_size: int = 224
     patch_size: int = 32
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
     mlp_ratio: float = 4.0
 
 
 @dataclass
-class TextConfig:
+class TextConfig(TowerConfig):
     context_length: int = 77
     vocab_size: int = 49408
-    width: int = 512
-    layers: int = 12
-    heads: int = 8
 
 
 @dataclass
