@@ -114,13 +114,17 @@ class CLIP(nn.Module):
 
 
 class VisualPromptTransf(nn.Module):
-    """ActionCLIP "Transf": 77-row position table, TF LayerNorm; MMAction2 adapter when ``mmaction=True``."""
+    """ActionCLIP "Transf": 77-row position table, TF LayerNorm; MMAction2 adapter when ``mmaction=True``.
 
-    def __init__(self, embed=128, layers=6, rows=77, mmaction=False):
+    ``heads`` defaults to ``embed // 64``, which equals the original's rule only when the text width equals the
+    embedding width; :func:`visual_prompt_for` applies the original's rule itself.
+    """
+
+    def __init__(self, embed=128, layers=6, rows=77, mmaction=False, heads=None):
         super().__init__()
         self.frame_position_embeddings = nn.Embedding(rows, embed)
         ln = LayerNormFP32 if mmaction else TFLayerNorm
-        self.transformer = Stack(embed, layers, embed // 64, ln=ln)
+        self.transformer = Stack(embed, layers, heads or embed // 64, ln=ln)
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if "ln_" in name or name.endswith("bias"):
@@ -135,6 +139,15 @@ class VisualPromptTransf(nn.Module):
         x = (x + pos).permute(1, 0, 2)
         x = self.transformer(x).permute(1, 0, 2).type(x_orig.dtype) + x_orig
         return x.mean(dim=1)
+
+
+def visual_prompt_for(clip_state, layers=6, rows=77, mmaction=False):
+    """The temporal module the original code builds for a CLIP state dict: ActionCLIP's ``visual_prompt`` reads the
+    embedding width from ``text_projection`` and the heads from the *text* tower, ``ln_final``'s width // 64
+    (MMAction2's configs pass the same ``transformer_heads``)."""
+    embed = clip_state["text_projection"].shape[1]
+    heads = clip_state["ln_final.weight"].shape[0] // 64
+    return VisualPromptTransf(embed=embed, layers=layers, rows=rows, mmaction=mmaction, heads=heads)
 
 
 def convert_weights_fp16(model: nn.Module) -> None:

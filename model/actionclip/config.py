@@ -44,7 +44,7 @@ class TextConfig(TowerConfig):
 class FusionConfig:
     kind: str = "Transf"
     layers: int = 6
-    heads: int | None = None  # None: embed_dim // 64, as in ActionCLIP
+    heads: int | None = None  # None: the original's rule (``ActionCLIPConfig.fusion_heads``)
     # Rows of the frame position table: 77 in original ActionCLIP checkpoints, T in MMAction2 ones.
     position_rows: int = 77
     # Original ActionCLIP uses a TF-style LayerNorm with eps 1e-12 in the temporal transformer; MMAction2 uses 1e-5.
@@ -71,10 +71,18 @@ class ActionCLIPConfig:
                 f"num_frames={self.num_frames} exceeds the {self.fusion.position_rows}-row frame position table of the "
                 "Transf fusion"
             )
+        if self.fusion.kind in ("Transf", "Transf_cls") and self.embed_dim % self.fusion_heads:
+            raise ConfigError(f"the {self.fusion.kind} fusion's {self.fusion_heads} heads do not divide embed_dim "
+                              f"{self.embed_dim} (set fusion.heads)")
 
     @property
     def fusion_heads(self) -> int:
-        return self.fusion.heads or max(1, self.embed_dim // 64)
+        """Attention heads of the temporal transformer. No state dict stores them, so they follow the original code:
+        ``Transf`` takes the *text* tower's width // 64 (ActionCLIP's ``visual_prompt`` and MMAction2's adapter read
+        ``ln_final``'s width), ``Transf_cls`` a fixed 8 (ActionCLIP's ``TAggregate``)."""
+        if self.fusion.heads:
+            return self.fusion.heads
+        return 8 if self.fusion.kind == "Transf_cls" else max(1, self.text.width // 64)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
