@@ -13,16 +13,16 @@ from typing import Any
 import torch
 
 from actionclip.checkpoint_formats import (FORMATS, SourceFormat, detect_format, find_format, from_actionclip_original,
-                                           from_mmaction2, from_native, from_openai, infer_clip_config,
-                                           to_openai_state_dict)
+                                           from_mmaction2, from_native, from_open_clip, from_openai, infer_clip_config,
+                                           open_clip_activation, to_openai_state_dict)
 from actionclip.checkpoint_io import read_checkpoint
 from actionclip.config import ActionCLIPConfig, canonical_fusion, list_presets, preset_config
 from actionclip.errors import CheckpointError, ConfigError
 from actionclip.model import ActionCLIP
 
 __all__ = ["FORMATS", "SourceFormat", "create_model", "detect_format", "find_format", "from_actionclip_original",
-           "from_mmaction2", "from_native", "from_openai", "infer_clip_config", "load", "read_checkpoint",
-           "to_openai_state_dict"]
+           "from_mmaction2", "from_native", "from_open_clip", "from_openai", "infer_clip_config", "load",
+           "open_clip_activation", "read_checkpoint", "to_openai_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def _check_keys(model: ActionCLIP, state: State, where: str) -> None:
 
 
 def load(source: str | os.PathLike[str], num_frames: int | None = None, fusion: str | None = None,
-         device: str | torch.device = "cpu") -> ActionCLIP:
+         device: str | torch.device = "cpu", activation: str | None = None,
+         open_clip_model: str | None = None) -> ActionCLIP:
     """Build an ``ActionCLIP`` from a checkpoint file of any supported format, a ``save_pretrained`` directory, or a
     preset name (random initialisation). Returns the model in eval mode, float32, on ``device``.
 
@@ -53,6 +54,10 @@ def load(source: str | os.PathLike[str], num_frames: int | None = None, fusion: 
         num_frames: clip length T to configure (default: the checkpoint's, else 8).
         fusion: override the temporal module. Weights of a different fusion in the checkpoint are then ignored;
             a plain CLIP checkpoint defaults to ``meanP``.
+        activation: ``"quick_gelu"`` or ``"gelu"`` for both towers, overriding what the format assumes
+            (``SourceFormat.activation``: weights cannot tell the two apart).
+        open_clip_model: the open_clip model name the weights come from (``"ViT-B-32"``, ``"ViT-B-32-quickgelu"``):
+            sets that model's activation, unless ``activation`` is given too.
     """
     src = str(source)
     if not os.path.exists(src) and src.replace("/", "-") in {p.replace("/", "-") for p in list_presets()}:
@@ -70,6 +75,13 @@ def load(source: str | os.PathLike[str], num_frames: int | None = None, fusion: 
     where = f"{src} (format {fmt})"
 
     data = cfg.to_dict()
+    if activation is None and open_clip_model is not None:
+        activation = open_clip_activation(open_clip_model)
+    if activation is not None:
+        data["vision"]["activation"] = data["text"]["activation"] = activation
+    elif fmt == "open_clip" and "open_clip_config" not in content:
+        log.warning("%s: no open_clip_config.json, assuming GELU (open_clip's default); pass activation='quick_gelu' "
+                    "or the open_clip model name for a QuickGELU model", where)
     if fusion is not None and canonical_fusion(fusion) != cfg.fusion.kind:
         if state is not None and any(k.startswith("fusion.") for k in state):
             log.warning("%s: ignoring the checkpoint's %s fusion weights, using a new %s", where, cfg.fusion.kind, fusion)

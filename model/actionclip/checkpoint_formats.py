@@ -6,8 +6,16 @@
 ``actionclip``       original ActionCLIP: ``model_state_dict`` (OpenAI keys) + ``fusion_model_state_dict``
                      (``module.``-prefixed, DataParallel)
 ``mmaction2``        MMAction2 ActionCLIP: ``state_dict`` with ``clip.`` / ``adapter.`` prefixes
+``open_clip``        open_clip's own files: a hub directory (``open_clip_config.json`` + weights), a bare
+                     ``open_clip_model.safetensors``, or a training checkpoint (``epoch``, ``name``,
+                     ``state_dict``); the tensors themselves are in OpenAI's layout
 ``native``           this project: ``model.safetensors`` + ``config.json`` (``ActionCLIP.save_pretrained``)
 ==================== =====================================================================================
+
+The towers' activation is not in any weights (``SourceFormat.activation`` says what each format assumes):
+QuickGELU for OpenAI, ActionCLIP and MMAction2; for open_clip the ``quick_gelu`` flag of its config, else GELU (its
+own architectures' default, e.g. ``ViT-B-32``); ours from ``config.json``. ``open_clip_activation`` gives the
+activation of an open_clip model name.
 
 A format is recognised from the content's keys, never from the file name. Each foreign format has one function that
 maps its keys to this project's layout and infers the architecture from tensor shapes, as the source's own
@@ -158,6 +166,53 @@ def from_mmaction2(ckpt: dict[str, Any]) -> Converted:
     return out, cfg
 
 
+_OPEN_CLIP_DEFAULTS = {  # model_cfg options this port computes only at these values
+    "custom_text": False,
+    "vision_cfg": {"attentional_pool": False, "no_ln_pre": False, "final_ln_after_pool": False, "pool_type": "tok",
+                   "ls_init_value": None, "timm_model_name": None, "act_kwargs": None, "norm_kwargs": None},
+    "text_cfg": {"pool_type": "argmax", "no_causal_mask": False, "final_ln_after_pool": False, "proj_bias": False,
+                 "embed_cls": False, "ls_init_value": None, "hf_model_name": None, "act_kwargs": None},
+}
+
+
+def open_clip_activation(model_name: str) -> str:
+    """The activation of an open_clip model name: ``...-quickgelu`` names are QuickGELU, the others (``ViT-B-32``,
+    ``ViT-B-16``, ``ViT-L-14``, ...) exact GELU. Weights loaded with ``pretrained="openai"`` are QuickGELU whatever
+    the name (open_clip forces it); pass ``activation="quick_gelu"`` for those."""
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ConfigError(f"an open_clip model name is a non-empty string, got {model_name!r}")
+    return "quick_gelu" if model_name.strip().lower().endswith("-quickgelu") else "gelu"
+
+
+def _open_clip_state(content: dict[str, Any]) -> dict[str, Any]:
+    return content["state"] if "state" in content else content.get("state_dict", {})
+
+
+def _is_open_clip(content: Any, container: str) -> bool:
+    if container == "open_clip-directory":
+        return True
+    if container == "safetensors":  # open_clip_model.safetensors: CLIP tensors without this project's config
+        return content.get("config") is None and _is_openai(content["state"], container)
+    return (container == "pickle" and {"epoch", "name"} <= set(content) and isinstance(content.get("state_dict"), dict)
+            and _is_openai(content, container))
+
+
+def from_open_clip(content: dict[str, Any]) -> Converted:
+    """open_clip's files: OpenAI's key layout (``module.``-prefixed in training checkpoints); the activation from
+    ``open_clip_config.json``'s ``quick_gelu`` where the file has one, else GELU, open_clip's default."""
+    model_cfg = (content.get("open_clip_config") or {}).get("model_cfg", {})
+    unsupported = [f"{k}={model_cfg[k]!r}" for k, v in _OPEN_CLIP_DEFAULTS.items()
+                   if not isinstance(v, dict) and model_cfg.get(k, v) != v]
+    for tower in ("vision_cfg", "text_cfg"):
+        given = model_cfg.get(tower) or {}
+        unsupported += [f"{tower}.{k}={given[k]!r}" for k, v in _OPEN_CLIP_DEFAULTS[tower].items() if given.get(k, v) != v]
+    if unsupported:
+        raise CheckpointError(f"open_clip model options this port does not compute: {', '.join(unsupported)}")
+    state, cfg = from_openai(_open_clip_state(content))
+    cfg.vision.activation = cfg.text.activation = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    return state, cfg
+
+
 def from_native(content: dict[str, Any], source: str) -> Converted:
     if content.get("config") is None:
         raise CheckpointError(f"{source}: safetensors file without an ActionCLIP config (expected save_pretrained output)")
@@ -173,22 +228,29 @@ class SourceFormat:
     name: str
     claims: Callable[[Any, str], bool]  # (content, container) -> is this the format's layout?
     convert: Callable[[Any, str], Converted]  # (content, source for messages) -> weights in our layout, config
+    activation: str  # what the format assumes for the towers' activation, in words (model info, docs)
 
 
-# Checked in this order; the first that claims the content wins (an ActionCLIP or MMAction2 file also holds
+# Checked in this order; the first that claims the content wins (open_clip, ActionCLIP and MMAction2 files also hold
 # OpenAI-style keys, so the plain OpenAI layout comes last).
 FORMATS: tuple[SourceFormat, ...] = (
-    SourceFormat("native", lambda c, container: container in ("directory", "safetensors"), from_native),
-    SourceFormat("openai-jit", lambda c, container: container == "torchscript", lambda c, src: from_openai(c)),
-    SourceFormat("actionclip", _is_actionclip, lambda c, src: from_actionclip_original(c)),
-    SourceFormat("mmaction2", _is_mmaction2, lambda c, src: from_mmaction2(c)),
-    SourceFormat("openai", _is_openai, lambda c, src: from_openai(_wrapped_state(c))),
+    SourceFormat("open_clip", _is_open_clip, lambda c, src: from_open_clip(c),
+                 "quick_gelu if open_clip_config.json says quick_gelu, else gelu (open_clip's default)"),
+    SourceFormat("native", lambda c, container: container in ("directory", "safetensors"), from_native,
+                 "as saved in config.json (quick_gelu when absent)"),
+    SourceFormat("openai-jit", lambda c, container: container == "torchscript", lambda c, src: from_openai(c),
+                 "quick_gelu"),
+    SourceFormat("actionclip", _is_actionclip, lambda c, src: from_actionclip_original(c), "quick_gelu"),
+    SourceFormat("mmaction2", _is_mmaction2, lambda c, src: from_mmaction2(c), "quick_gelu"),
+    SourceFormat("openai", _is_openai, lambda c, src: from_openai(_wrapped_state(c)),
+                 "quick_gelu (OpenAI's; an open_clip state_dict() saved bare looks the same: pass its activation "
+                 "or open_clip model name)"),
 )
 
 
 def find_format(content: Any, container: str) -> SourceFormat:
     """The source format of a file's content (``read_checkpoint``'s result)."""
-    if container not in ("directory", "safetensors", "torchscript") and not isinstance(content, dict):
+    if container == "pickle" and not isinstance(content, dict):
         raise CheckpointError(f"expected a dict of tensors, found a {type(content).__name__}")
     for fmt in FORMATS:
         if fmt.claims(content, container):
@@ -203,7 +265,8 @@ def detect_format(content: Any, container: str) -> str:
 
 
 def to_openai_state_dict(model: ActionCLIP) -> State:
-    """This project's weights in OpenAI CLIP key layout (image + text towers and ``logit_scale``)."""
+    """This project's weights in OpenAI CLIP key layout (image + text towers and ``logit_scale``; the temporal fusion
+    has no place in it)."""
     state = model.state_dict()
     out = timm_to_openai_visual({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")})
     for k, v in state.items():
@@ -211,3 +274,4 @@ def to_openai_state_dict(model: ActionCLIP) -> State:
             out[k[len("text."):]] = v
     out["logit_scale"] = state["logit_scale"]
     return out
+

@@ -100,18 +100,35 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+# open_clip's Hugging Face hub layout (``push_to_hf_hub``): a config whose ``model_cfg`` names the architecture
+# (``quick_gelu`` included) beside the weights, as safetensors or as a weights-only pickle.
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _read_directory(p: Path) -> tuple[Any, str]:
+    weights, config = p / WEIGHTS_NAME, p / CONFIG_NAME
+    try:
+        if weights.is_file() and config.is_file():
+            return {"state": load_file(str(weights)), "config": json.loads(config.read_text())}, "directory"
+        open_clip_weights = next((p / n for n in OPEN_CLIP_WEIGHTS if (p / n).is_file()), None)
+        if (p / OPEN_CLIP_CONFIG).is_file() and open_clip_weights is not None:
+            state = (load_file(str(open_clip_weights)) if open_clip_weights.suffix == ".safetensors"
+                     else torch.load(open_clip_weights, map_location="cpu", weights_only=True))
+            return {"state": state, "open_clip_config": json.loads((p / OPEN_CLIP_CONFIG).read_text())}, "open_clip-directory"
+    except (SafetensorError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{p}: cannot read the saved model ({_first_informative_line(str(exc))})") from exc
+    raise CheckpointError(f"{p}: a model directory needs {WEIGHTS_NAME} and {CONFIG_NAME} (this project's) or "
+                          f"{OPEN_CLIP_CONFIG} and {' or '.join(OPEN_CLIP_WEIGHTS)} (open_clip's)")
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
     """Read a checkpoint file or directory. Returns ``(content, container)`` where container is ``"directory"``,
-    ``"safetensors"``, ``"torchscript"`` or ``"pickle"``. Raises ``CheckpointError`` naming the file."""
+    ``"open_clip-directory"``, ``"safetensors"``, ``"torchscript"`` or ``"pickle"``. Raises ``CheckpointError``
+    naming the file."""
     p = Path(path)
     if p.is_dir():
-        weights, config = p / WEIGHTS_NAME, p / CONFIG_NAME
-        if not weights.is_file() or not config.is_file():
-            raise CheckpointError(f"{p}: a model directory needs {WEIGHTS_NAME} and {CONFIG_NAME}")
-        try:
-            return {"state": load_file(str(weights)), "config": json.loads(config.read_text())}, "directory"
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{p}: cannot read the saved model ({exc})") from exc
+        return _read_directory(p)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory (and not a preset: {', '.join(list_presets())})")
     if p.stat().st_size == 0:

@@ -10,22 +10,31 @@ from typing import Any
 from actionclip.errors import ConfigError
 
 FUSIONS = ("meanP", "Transf", "Conv1D", "LSTM", "Transf_cls")
+# The MLP activation of the CLIP towers: QuickGELU, x * sigmoid(1.702 x), in OpenAI's CLIP and everything fine-tuned
+# from it (ActionCLIP, MMAction2); exact GELU in open_clip's own architectures (ViT-B-32, ViT-B-16, ...: the LAION and
+# DataComp weights). Weights cannot tell the two apart, so the checkpoint's source decides (docs/ARCHITECTURE.md).
+ACTIVATIONS = ("quick_gelu", "gelu")
 _FUSION_ALIASES = {"seqTransf": "Transf", "Conv_1D": "Conv1D", "conv_1D": "Conv1D", "seqLSTM": "LSTM",
                    "seqTransf_cls": "Transf_cls", "meanp": "meanP", "mean": "meanP", "transf": "Transf"}
 
 
 @dataclass
 class TowerConfig:
-    """What the image and the text tower share: a transformer's width, depth and head count."""
+    """What the image and the text tower share: a transformer's width, depth, head count and MLP activation."""
 
     width: int = 512
     layers: int = 12
     heads: int = 8  # width // 64 in every released CLIP
+    activation: str = "quick_gelu"  # one of ACTIVATIONS
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
 @dataclass
 class VisionConfig(TowerConfig):
-    """A ViT image tower (ViT-B/32 by default); ``width``, ``layers`` and ``heads`` as in ``TowerConfig``."""
+    """A ViT image tower (ViT-B/32 by default); ``width``, ``layers``, ``heads``, ``activation`` as in ``TowerConfig``."""
 
     width: int = 768
     heads: int = 12

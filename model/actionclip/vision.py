@@ -1,6 +1,7 @@
 """The image tower: a timm ``VisionTransformer`` configured exactly as CLIP's.
 
-CLIP's ViT is pre-norm (``norm_pre`` after the position embedding, patch conv without bias), uses QuickGELU and
+CLIP's ViT is pre-norm (``norm_pre`` after the position embedding, patch conv without bias), uses QuickGELU (exact
+GELU for open_clip's own architectures: ``VisionConfig.activation``) and
 LayerNorm eps 1e-5, takes the class token after the final norm and projects it to the joint embedding without bias.
 timm's ``head`` plays the role of CLIP's ``proj`` (stored transposed).
 """
@@ -29,7 +30,7 @@ def build_vision_tower(cfg: VisionConfig, embed_dim: int) -> VisionTransformer:
         class_token=True,
         global_pool="token",
         num_classes=embed_dim,
-        act_layer="quick_gelu",
+        act_layer=cfg.activation,  # timm's names: "quick_gelu" (x * sigmoid(1.702 x)) or "gelu" (exact)
         norm_layer=partial(nn.LayerNorm, eps=1e-5),
     )
     # CLIP's projection has no bias; keep the parameter set identical to CLIP's.
