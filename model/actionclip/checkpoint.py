@@ -7,6 +7,7 @@ Reading files is ``actionclip.checkpoint_io``'s job and recognising / mapping ea
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -94,16 +95,22 @@ def load(source: str | os.PathLike[str], num_frames: int | None = None, fusion: 
     except ConfigError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
 
-    model = ActionCLIP(cfg)
-    if state is not None:
-        keep_fresh = {k for k in model.state_dict() if k.startswith("fusion.")} if not any(
-            k.startswith("fusion.") for k in state) else set()
-        if keep_fresh:  # a CLIP-only checkpoint with a parametric fusion: the fusion starts from its own init
-            state = dict(state, **{k: v for k, v in model.state_dict().items() if k in keep_fresh})
-        if fmt != "native" and "logit_scale" not in state:
-            state["logit_scale"] = model.logit_scale.detach().clone()
+    if state is None:
+        return ActionCLIP(cfg).to(device).eval()
+    if fmt != "native" and "logit_scale" not in state:
+        state["logit_scale"] = torch.tensor(math.log(1 / 0.07))  # the model's initial value
+    with torch.device("meta"):  # names and shapes only: no memory, no random initialisation to pay for
+        skeleton = ActionCLIP(cfg)
+    if any(k.startswith("fusion.") for k in skeleton.state_dict()) and not any(k.startswith("fusion.") for k in state):
+        # a CLIP-only checkpoint with a parametric fusion: the fusion starts from its own initialisation
+        model = ActionCLIP(cfg)
+        state = dict(state, **{k: v for k, v in model.state_dict().items() if k.startswith("fusion.")})
         _check_keys(model, state, where)
         model.load_state_dict(state, strict=True)
+    else:  # every tensor comes from the checkpoint: adopt them instead of initialising and then overwriting
+        _check_keys(skeleton, state, where)
+        model = skeleton
+        model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
 
