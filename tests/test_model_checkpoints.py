@@ -225,6 +225,38 @@ def test_save_pretrained_round_trip(tmp_path, reference, inputs):
     assert single.config == model.config
 
 
+def test_openai_export_is_the_original_layout(tmp_path, reference, inputs, capsys):
+    """``actionclip model convert --to openai``: a weights-only file the original CLIP class loads strictly, giving
+    the same features; the fusion is not part of it."""
+    clip, released, fusion, _ = reference
+    video, ids = inputs
+    src = tmp_path / "ac.pt"
+    torch.save({"model_state_dict": released,
+                "fusion_model_state_dict": {"module." + k: v for k, v in fusion.state_dict().items()}}, src)
+    out = tmp_path / "export" / "ViT-tiny.pt"
+    from actionclip.cli import main as cli_main
+
+    assert cli_main(["model", "convert", str(src), str(out), "--to", "openai"]) == 0
+    printed = capsys.readouterr().out
+    assert "OpenAI CLIP layout" in printed and "Transf fusion has no place" in printed
+    state = torch.load(out, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state.values()) and not any(k.startswith("fusion") for k in state)
+    peer = R.CLIP().eval()
+    peer.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert rel_err(peer.encode_image(video[0]), clip.encode_image(video[0])) < 1e-5
+        assert rel_err(peer.encode_text(ids), clip.encode_text(ids)) < 1e-5
+    # and back again: the exported file is an ordinary OpenAI checkpoint
+    assert detect_format(*read_checkpoint(out)) == "openai"
+    # a safetensors export (open_clip reads those; OpenAI's clip does not)
+    assert cli_main(["model", "convert", str(src), str(tmp_path / "e.safetensors"), "--to", "openai"]) == 0
+    assert "head.weight" not in actionclip.checkpoint.read_checkpoint(tmp_path / "e.safetensors")[0]["state"]
+    back = actionclip.load(tmp_path / "e.safetensors")  # the export's metadata keeps the activation
+    assert back.config.vision.activation == "quick_gelu"
+    with torch.no_grad():
+        assert rel_err(back.encode_text(ids), clip.encode_text(ids)) < 1e-5
+
+
 def test_num_frames_and_fusion_overrides(tmp_path, reference):
     _, released, fusion, _ = reference
     path = tmp_path / "ac.pt"

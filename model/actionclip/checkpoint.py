@@ -15,7 +15,7 @@ import torch
 
 from actionclip.checkpoint_formats import (FORMATS, SourceFormat, detect_format, find_format, from_actionclip_original,
                                            from_mmaction2, from_native, from_open_clip, from_openai, infer_clip_config,
-                                           open_clip_activation, to_openai_state_dict)
+                                           open_clip_activation, open_clip_name, save_openai, to_openai_state_dict)
 from actionclip.checkpoint_io import read_checkpoint
 from actionclip.config import ActionCLIPConfig, canonical_fusion, list_presets, preset_config
 from actionclip.errors import CheckpointError, ConfigError
@@ -23,7 +23,7 @@ from actionclip.model import ActionCLIP
 
 __all__ = ["FORMATS", "SourceFormat", "create_model", "detect_format", "find_format", "from_actionclip_original",
            "from_mmaction2", "from_native", "from_open_clip", "from_openai", "infer_clip_config", "load",
-           "open_clip_activation", "read_checkpoint", "to_openai_state_dict"]
+           "open_clip_activation", "open_clip_name", "read_checkpoint", "save_openai", "to_openai_state_dict"]
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@
 ``actionclip``       original ActionCLIP: ``model_state_dict`` (OpenAI keys) + ``fusion_model_state_dict``
                      (``module.``-prefixed, DataParallel)
 ``mmaction2``        MMAction2 ActionCLIP: ``state_dict`` with ``clip.`` / ``adapter.`` prefixes
+``openai-export``    this project's ``--to openai`` safetensors export (activation in its metadata)
 ``open_clip``        open_clip's own files: a hub directory (``open_clip_config.json`` + weights), a bare
                      ``open_clip_model.safetensors``, or a training checkpoint (``epoch``, ``name``,
                      ``state_dict``); the tensors themselves are in OpenAI's layout
@@ -19,15 +20,19 @@ activation of an open_clip model name.
 
 A format is recognised from the content's keys, never from the file name. Each foreign format has one function that
 maps its keys to this project's layout and infers the architecture from tensor shapes, as the source's own
-``build_model`` does (timm's ``checkpoint_filter_fn`` is the model). ``to_openai_state_dict`` is the way back.
+``build_model`` does (timm's ``checkpoint_filter_fn`` is the model). ``to_openai_state_dict`` / ``save_openai`` are
+the way back, for peers (OpenAI's ``clip``, open_clip).
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import save_file
 
 from actionclip.config import ActionCLIPConfig, FusionConfig, TextConfig, VisionConfig
 from actionclip.errors import CheckpointError, ConfigError
@@ -188,6 +193,17 @@ def _open_clip_state(content: dict[str, Any]) -> dict[str, Any]:
     return content["state"] if "state" in content else content.get("state_dict", {})
 
 
+def _is_our_openai_export(content: Any, container: str) -> bool:
+    return container == "safetensors" and content.get("metadata", {}).get("format") == "openai"
+
+
+def from_our_openai_export(content: dict[str, Any]) -> Converted:
+    """``save_openai``'s safetensors: OpenAI's layout, with the activation it was exported with in the metadata."""
+    state, cfg = from_openai(content["state"])
+    cfg.vision.activation = cfg.text.activation = content["metadata"].get("activation", "quick_gelu")
+    return state, cfg
+
+
 def _is_open_clip(content: Any, container: str) -> bool:
     if container == "open_clip-directory":
         return True
@@ -234,6 +250,8 @@ class SourceFormat:
 # Checked in this order; the first that claims the content wins (open_clip, ActionCLIP and MMAction2 files also hold
 # OpenAI-style keys, so the plain OpenAI layout comes last).
 FORMATS: tuple[SourceFormat, ...] = (
+    SourceFormat("openai-export", _is_our_openai_export, lambda c, src: from_our_openai_export(c),
+                 "as recorded by this project's --to openai export (safetensors metadata)"),
     SourceFormat("open_clip", _is_open_clip, lambda c, src: from_open_clip(c),
                  "quick_gelu if open_clip_config.json says quick_gelu, else gelu (open_clip's default)"),
     SourceFormat("native", lambda c, container: container in ("directory", "safetensors"), from_native,
@@ -275,3 +293,37 @@ def to_openai_state_dict(model: ActionCLIP) -> State:
     out["logit_scale"] = state["logit_scale"]
     return out
 
+
+# open_clip's names for the published CLIP geometries: (patch, image size, vision width, vision layers, text width).
+_OPEN_CLIP_NAMES = {(32, 224, 768, 12, 512): "ViT-B-32", (16, 224, 768, 12, 512): "ViT-B-16",
+                    (14, 224, 1024, 24, 768): "ViT-L-14", (14, 336, 1024, 24, 768): "ViT-L-14-336"}
+
+
+def open_clip_name(cfg: ActionCLIPConfig) -> str | None:
+    """The open_clip model name that computes this model's towers (with its activation), if it is a published
+    geometry; ``None`` otherwise."""
+    v = cfg.vision
+    name = _OPEN_CLIP_NAMES.get((v.patch_size, v.image_size, v.width, v.layers, cfg.text.width))
+    if name is None or cfg.text.layers != 12 or cfg.embed_dim != (768 if "L-14" in name else 512):
+        return None
+    return name + "-quickgelu" if v.activation == "quick_gelu" else name
+
+
+def save_openai(model: ActionCLIP, path: str | Path) -> Path:
+    """Write the towers in OpenAI CLIP's layout, float32, for peers: a ``.pt`` file (a plain dict of tensors, which
+    OpenAI's ``clip.load`` and open_clip's ``create_model(name, pretrained=path)`` / ``load_openai_model`` read as
+    they are, and ``torch.load(weights_only=True)`` too), or ``.safetensors`` (open_clip only). The activation is
+    not in the file: OpenAI's clip always computes QuickGELU; in open_clip pick the model name (``open_clip_name``)."""
+    if model.config.vision.activation != model.config.text.activation:
+        raise CheckpointError("the OpenAI layout has one activation for both towers; this model mixes "
+                              f"{model.config.vision.activation} and {model.config.text.activation}")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in to_openai_state_dict(model).items()}
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix == ".safetensors":  # the metadata lets this project read the activation back; peers ignore it
+        save_file(state, str(tmp), metadata={"format": "openai", "activation": model.config.vision.activation})
+    else:
+        torch.save(state, tmp)
+    os.replace(tmp, out)  # an interrupted export never leaves a half file under the final name
+    return out

@@ -138,7 +138,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
             with open(p, "rb") as f:  # the config travels in the safetensors metadata
                 header_len = int.from_bytes(f.read(8), "little")
                 meta = json.loads(f.read(header_len)).get("__metadata__", {})
-            return {"state": load_file(str(p)), "config": json.loads(meta["config"]) if "config" in meta else None}, "safetensors"
+            return {"state": load_file(str(p)), "config": json.loads(meta["config"]) if "config" in meta else None,
+                    "metadata": meta}, "safetensors"
         if zipfile.is_zipfile(p):
             with zipfile.ZipFile(p) as z:
                 names = z.namelist()

@@ -27,10 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_activation_options(info)
     info.set_defaults(func=_info)
 
-    convert = sub.add_parser("convert", help="import any supported checkpoint into this project's format")
+    convert = sub.add_parser("convert", help="import any supported checkpoint into this project's format, or export "
+                                             "one for OpenAI's clip / open_clip (--to openai)")
     convert.add_argument("source", help="OpenAI CLIP (.pt, TorchScript or state dict), ActionCLIP, MMAction2, "
                                         "open_clip or ours")
-    convert.add_argument("out_dir", help="output directory (model.safetensors + config.json)")
+    convert.add_argument("out", help="--to native: output directory (model.safetensors + config.json); "
+                                     "--to openai: output file, OUT.pt (or OUT.safetensors, open_clip only)")
+    convert.add_argument("--to", choices=("native", "openai"), default="native",
+                         help="native (default): this project's format; openai: the towers in OpenAI CLIP's key "
+                              "layout, which OpenAI's clip.load and open_clip load as they are (the fusion is left "
+                              "out; the activation is not stored: QuickGELU in OpenAI's clip, the model name's in "
+                              "open_clip)")
     convert.add_argument("--num-frames", type=int, default=None)
     convert.add_argument("--fusion", default=None, help="meanP | Transf | Conv1D | LSTM | Transf_cls")
     _add_activation_options(convert)
@@ -72,9 +79,22 @@ def _info(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     model = _load(args, num_frames=args.num_frames, fusion=args.fusion)
-    out = model.save_pretrained(args.out_dir)
-    print(f"wrote {out} ({model.config.fusion.kind} fusion, {model.num_frames} frames, "
-          f"{model.config.vision.activation} activation)")
+    activation = model.config.vision.activation
+    if args.to == "native":
+        out = model.save_pretrained(args.out)
+        print(f"wrote {out} ({model.config.fusion.kind} fusion, {model.num_frames} frames, {activation} activation)")
+        return 0
+    from actionclip.checkpoint import open_clip_name, save_openai
+
+    out = save_openai(model, args.out)
+    name = open_clip_name(model.config)
+    where = (f"open_clip.create_model({name!r}, pretrained={str(out)!r})" if name
+             else f"an open_clip model config with these shapes and quick_gelu={activation == 'quick_gelu'}")
+    peers = ("; OpenAI's clip.load computes QuickGELU, so use open_clip for this GELU model" if activation == "gelu"
+             else f", or clip.load({str(out)!r}) with OpenAI's clip")
+    print(f"wrote {out} (OpenAI CLIP layout, {activation} towers; load it with {where}{peers})")
+    if model.config.fusion.kind != "meanP":
+        print(f"note: the {model.config.fusion.kind} fusion has no place in the OpenAI layout and is not in the file")
     return 0
 
 
