@@ -40,11 +40,11 @@ class QuickGELU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width, heads, attn_mask=None, ln=LayerNormFP32):
+    def __init__(self, width, heads, attn_mask=None, ln=LayerNormFP32, act=QuickGELU):
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads)
         self.ln_1 = ln(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("gelu", QuickGELU()),
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("gelu", act()),
                                               ("c_proj", nn.Linear(width * 4, width))]))
         self.ln_2 = ln(width)
         self.attn_mask = attn_mask
@@ -57,23 +57,23 @@ class Block(nn.Module):
 
 
 class Stack(nn.Module):
-    def __init__(self, width, layers, heads, attn_mask=None, ln=LayerNormFP32):
+    def __init__(self, width, layers, heads, attn_mask=None, ln=LayerNormFP32, act=QuickGELU):
         super().__init__()
-        self.resblocks = nn.Sequential(*[Block(width, heads, attn_mask, ln) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[Block(width, heads, attn_mask, ln, act) for _ in range(layers)])
 
     def forward(self, x):
         return self.resblocks(x)
 
 
 class VisualTransformer(nn.Module):
-    def __init__(self, resolution, patch, width, layers, heads, out):
+    def __init__(self, resolution, patch, width, layers, heads, out, act=QuickGELU):
         super().__init__()
         scale = width**-0.5
         self.conv1 = nn.Conv2d(3, width, patch, patch, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn((resolution // patch) ** 2 + 1, width))
         self.ln_pre = LayerNormFP32(width)
-        self.transformer = Stack(width, layers, heads)
+        self.transformer = Stack(width, layers, heads, act=act)
         self.ln_post = LayerNormFP32(width)
         self.proj = nn.Parameter(scale * torch.randn(width, out))
 
@@ -87,12 +87,14 @@ class VisualTransformer(nn.Module):
 
 
 class CLIP(nn.Module):
+    """OpenAI's CLIP; ``act=nn.GELU`` gives open_clip's own architectures (its ``quick_gelu=False`` default)."""
+
     def __init__(self, embed=128, resolution=32, patch=8, vwidth=128, vlayers=2, ctx=77, vocab=49408,
-                 twidth=128, tlayers=2):
+                 twidth=128, tlayers=2, act=QuickGELU):
         super().__init__()
-        self.visual = VisualTransformer(resolution, patch, vwidth, vlayers, vwidth // 64, embed)
+        self.visual = VisualTransformer(resolution, patch, vwidth, vlayers, vwidth // 64, embed, act=act)
         mask = torch.full((ctx, ctx), float("-inf")).triu_(1)
-        self.transformer = Stack(twidth, tlayers, twidth // 64, attn_mask=mask)
+        self.transformer = Stack(twidth, tlayers, twidth // 64, attn_mask=mask, act=act)
         self.token_embedding = nn.Embedding(vocab, twidth)
         self.positional_embedding = nn.Parameter(torch.randn(ctx, twidth) * 0.01)
         self.ln_final = LayerNormFP32(twidth)
@@ -114,13 +116,17 @@ class CLIP(nn.Module):
 
 
 class VisualPromptTransf(nn.Module):
-    """ActionCLIP "Transf": 77-row position table, TF LayerNorm; MMAction2 adapter when ``mmaction=True``."""
+    """ActionCLIP "Transf": 77-row position table, TF LayerNorm; MMAction2 adapter when ``mmaction=True``.
 
-    def __init__(self, embed=128, layers=6, rows=77, mmaction=False):
+    ``heads`` defaults to ``embed // 64``, which equals the original's rule only when the text width equals the
+    embedding width; :func:`visual_prompt_for` applies the original's rule itself.
+    """
+
+    def __init__(self, embed=128, layers=6, rows=77, mmaction=False, heads=None):
         super().__init__()
         self.frame_position_embeddings = nn.Embedding(rows, embed)
         ln = LayerNormFP32 if mmaction else TFLayerNorm
-        self.transformer = Stack(embed, layers, embed // 64, ln=ln)
+        self.transformer = Stack(embed, layers, heads or embed // 64, ln=ln)
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if "ln_" in name or name.endswith("bias"):
@@ -135,6 +141,15 @@ class VisualPromptTransf(nn.Module):
         x = (x + pos).permute(1, 0, 2)
         x = self.transformer(x).permute(1, 0, 2).type(x_orig.dtype) + x_orig
         return x.mean(dim=1)
+
+
+def visual_prompt_for(clip_state, layers=6, rows=77, mmaction=False):
+    """The temporal module the original code builds for a CLIP state dict: ActionCLIP's ``visual_prompt`` reads the
+    embedding width from ``text_projection`` and the heads from the *text* tower, ``ln_final``'s width // 64
+    (MMAction2's configs pass the same ``transformer_heads``)."""
+    embed = clip_state["text_projection"].shape[1]
+    heads = clip_state["ln_final.weight"].shape[0] // 64
+    return VisualPromptTransf(embed=embed, layers=layers, rows=rows, mmaction=mmaction, heads=heads)
 
 
 def convert_weights_fp16(model: nn.Module) -> None:

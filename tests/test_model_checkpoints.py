@@ -161,6 +161,54 @@ def test_mmaction2_checkpoint_matches_original(tmp_path, reference, inputs):
         assert rel_err(model.encode_video(video), ref_video(clip, adapter, video)) < 1e-5
 
 
+@pytest.mark.parametrize("source", ["actionclip", "mmaction2"])
+def test_transf_heads_follow_the_text_width_as_the_original(tmp_path, source, inputs):
+    """A CLIP whose text tower (width 256: 4 heads) is wider than its embedding (128): the original sizes the Transf
+    fusion's heads from the text tower, and a head count is in no state dict, so the loader must apply that rule."""
+    video, _ = inputs
+    torch.manual_seed(3)
+    clip = R.CLIP(embed=128, twidth=256).eval()
+    state = clip.state_dict()
+    rows = 77 if source == "actionclip" else T
+    fusion = R.visual_prompt_for(state, layers=2, rows=rows, mmaction=source == "mmaction2").eval()
+    assert fusion.transformer.resblocks[0].attn.num_heads == 4
+    if source == "actionclip":
+        ckpt = {"model_state_dict": state,
+                "fusion_model_state_dict": {"module." + k: v for k, v in fusion.state_dict().items()}}
+    else:
+        inner = {"clip." + k: v for k, v in state.items()}
+        inner.update({"adapter." + k: v for k, v in fusion.state_dict().items()})
+        ckpt = {"state_dict": inner}
+    path = tmp_path / f"{source}.pt"
+    torch.save(ckpt, path)
+    model = actionclip.load(path)
+    assert model.config.fusion_heads == 4 and model.fusion.transformer.resblocks[0].attn.heads == 4
+    with torch.no_grad():
+        expected = ref_video(clip, fusion, video)
+        assert rel_err(model.encode_video(video), expected) < 1e-5
+        # the rule matters: embed_dim // 64 = 2 heads on the same weights computes other features
+        other = R.VisualPromptTransf(embed=128, layers=2, rows=rows, mmaction=source == "mmaction2", heads=2).eval()
+        other.load_state_dict(fusion.state_dict())
+        assert rel_err(ref_video(clip, other, video), expected) > 1e-4  # 10x the tolerance above
+
+
+def test_fusion_heads_rule_for_presets_and_new_fusions(tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "clip.pt"
+    torch.save(R.CLIP(embed=128, twidth=256).state_dict(), path)
+    # a CLIP-only checkpoint given a new Transf fusion: the original builds it from the same state dict
+    assert actionclip.load(path, fusion="Transf").fusion.transformer.resblocks[0].attn.heads == 4
+    wide_text = actionclip.create_model("tiny-8", text={"width": 256, "heads": 4})
+    assert wide_text.config.fusion_heads == 4 and wide_text.fusion.transformer.resblocks[0].attn.heads == 4
+    for name in actionclip.list_presets():  # every preset: text width // 64
+        cfg = actionclip.preset_config(name)
+        assert cfg.fusion_heads == cfg.text.width // 64
+    # Transf_cls: ActionCLIP's TAggregate has 8 heads whatever the width
+    assert actionclip.create_model("tiny-8", fusion={"kind": "Transf_cls"}).config.fusion_heads == 8
+    with pytest.raises(actionclip.ConfigError, match="heads do not divide embed_dim"):
+        actionclip.create_model("tiny-8", embed_dim=90, text={"width": 256, "heads": 4})
+
+
 def test_save_pretrained_round_trip(tmp_path, reference, inputs):
     video, ids = inputs
     model = actionclip.create_model("tiny-8", vision={"image_size": 32, "patch_size": 8})
@@ -175,6 +223,38 @@ def test_save_pretrained_round_trip(tmp_path, reference, inputs):
     # the single safetensors file carries its config too
     single = actionclip.load(out / "model.safetensors")
     assert single.config == model.config
+
+
+def test_openai_export_is_the_original_layout(tmp_path, reference, inputs, capsys):
+    """``actionclip model convert --to openai``: a weights-only file the original CLIP class loads strictly, giving
+    the same features; the fusion is not part of it."""
+    clip, released, fusion, _ = reference
+    video, ids = inputs
+    src = tmp_path / "ac.pt"
+    torch.save({"model_state_dict": released,
+                "fusion_model_state_dict": {"module." + k: v for k, v in fusion.state_dict().items()}}, src)
+    out = tmp_path / "export" / "ViT-tiny.pt"
+    from actionclip.cli import main as cli_main
+
+    assert cli_main(["model", "convert", str(src), str(out), "--to", "openai"]) == 0
+    printed = capsys.readouterr().out
+    assert "OpenAI CLIP layout" in printed and "Transf fusion has no place" in printed
+    state = torch.load(out, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state.values()) and not any(k.startswith("fusion") for k in state)
+    peer = R.CLIP().eval()
+    peer.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert rel_err(peer.encode_image(video[0]), clip.encode_image(video[0])) < 1e-5
+        assert rel_err(peer.encode_text(ids), clip.encode_text(ids)) < 1e-5
+    # and back again: the exported file is an ordinary OpenAI checkpoint
+    assert detect_format(*read_checkpoint(out)) == "openai"
+    # a safetensors export (open_clip reads those; OpenAI's clip does not)
+    assert cli_main(["model", "convert", str(src), str(tmp_path / "e.safetensors"), "--to", "openai"]) == 0
+    assert "head.weight" not in actionclip.checkpoint.read_checkpoint(tmp_path / "e.safetensors")[0]["state"]
+    back = actionclip.load(tmp_path / "e.safetensors")  # the export's metadata keeps the activation
+    assert back.config.vision.activation == "quick_gelu"
+    with torch.no_grad():
+        assert rel_err(back.encode_text(ids), clip.encode_text(ids)) < 1e-5
 
 
 def test_num_frames_and_fusion_overrides(tmp_path, reference):

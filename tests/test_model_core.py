@@ -17,6 +17,10 @@ from actionclip.tokenizer import TextTooLongError, get_tokenizer
         ("Can you recognize the action of air drumming?",
          [49406, 753, 592, 10905, 518, 1816, 539, 1922, 35480, 286, 49407]),
         ("a diagram", [49406, 320, 22697, 49407]),
+        # literal special-token text is the special id, as in OpenAI's clip.tokenize
+        ("hello <|endoftext|> world", [49406, 3306, 49407, 1002, 49407]),
+        ("HELLO <|ENDOFTEXT|> World", [49406, 3306, 49407, 1002, 49407]),
+        ("<|startoftext|>air drumming<|endoftext|>", [49406, 49406, 1922, 35480, 49407, 49407]),
     ],
 )
 def test_tokenizer_matches_openai_ids(text, ids):

@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "create_model": "actionclip.checkpoint",
     "load": "actionclip.checkpoint",
     "to_openai_state_dict": "actionclip.checkpoint",
+    "ACTIVATIONS": "actionclip.config",
     "FUSIONS": "actionclip.config",
     "ActionCLIPConfig": "actionclip.config",
     "FusionConfig": "actionclip.config",
@@ -61,7 +62,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from actionclip.checkpoint import create_model, load, to_openai_state_dict
-    from actionclip.config import FUSIONS, ActionCLIPConfig, FusionConfig, TextConfig, VisionConfig, list_presets, preset_config
+    from actionclip.config import ACTIVATIONS, FUSIONS, ActionCLIPConfig, FusionConfig, TextConfig, VisionConfig, list_presets, preset_config
     from actionclip.errors import ActionCLIPError, CheckpointError, ConfigError
     from actionclip.model import ActionCLIP
     from actionclip.tokenizer import tokenize

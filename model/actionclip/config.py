@@ -10,34 +10,50 @@ from typing import Any
 from actionclip.errors import ConfigError
 
 FUSIONS = ("meanP", "Transf", "Conv1D", "LSTM", "Transf_cls")
+# The MLP activation of the CLIP towers: QuickGELU, x * sigmoid(1.702 x), in OpenAI's CLIP and everything fine-tuned
+# from it (ActionCLIP, MMAction2); exact GELU in open_clip's own architectures (ViT-B-32, ViT-B-16, ...: the LAION and
+# DataComp weights). Weights cannot tell the two apart, so the checkpoint's source decides (docs/ARCHITECTURE.md).
+ACTIVATIONS = ("quick_gelu", "gelu")
 _FUSION_ALIASES = {"seqTransf": "Transf", "Conv_1D": "Conv1D", "conv_1D": "Conv1D", "seqLSTM": "LSTM",
                    "seqTransf_cls": "Transf_cls", "meanp": "meanP", "mean": "meanP", "transf": "Transf"}
 
 
 @dataclass
-class VisionConfig:
+class TowerConfig:
+    """What the image and the text tower share: a transformer's width, depth, head count and MLP activation."""
+
+    width: int = 512
+    layers: int = 12
+    heads: int = 8  # width // 64 in every released CLIP
+    activation: str = "quick_gelu"  # one of ACTIVATIONS
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+@dataclass
+class VisionConfig(TowerConfig):
+    """A ViT image tower (ViT-B/32 by default); ``width``, ``layers``, ``heads``, ``activation`` as in ``TowerConfig``."""
+
+    width: int = 768
+    heads: int = 12
     image_size: int = 224
     patch_size: int = 32
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
     mlp_ratio: float = 4.0
 
 
 @dataclass
-class TextConfig:
+class TextConfig(TowerConfig):
     context_length: int = 77
     vocab_size: int = 49408
-    width: int = 512
-    layers: int = 12
-    heads: int = 8
 
 
 @dataclass
 class FusionConfig:
     kind: str = "Transf"
     layers: int = 6
-    heads: int | None = None  # None: embed_dim // 64, as in ActionCLIP
+    heads: int | None = None  # None: the original's rule (``ActionCLIPConfig.fusion_heads``)
     # Rows of the frame position table: 77 in original ActionCLIP checkpoints, T in MMAction2 ones.
     position_rows: int = 77
     # Original ActionCLIP uses a TF-style LayerNorm with eps 1e-12 in the temporal transformer; MMAction2 uses 1e-5.
@@ -64,10 +80,18 @@ class ActionCLIPConfig:
                 f"num_frames={self.num_frames} exceeds the {self.fusion.position_rows}-row frame position table of the "
                 "Transf fusion"
             )
+        if self.fusion.kind in ("Transf", "Transf_cls") and self.embed_dim % self.fusion_heads:
+            raise ConfigError(f"the {self.fusion.kind} fusion's {self.fusion_heads} heads do not divide embed_dim "
+                              f"{self.embed_dim} (set fusion.heads)")
 
     @property
     def fusion_heads(self) -> int:
-        return self.fusion.heads or max(1, self.embed_dim // 64)
+        """Attention heads of the temporal transformer. No state dict stores them, so they follow the original code:
+        ``Transf`` takes the *text* tower's width // 64 (ActionCLIP's ``visual_prompt`` and MMAction2's adapter read
+        ``ln_final``'s width), ``Transf_cls`` a fixed 8 (ActionCLIP's ``TAggregate``)."""
+        if self.fusion.heads:
+            return self.fusion.heads
+        return 8 if self.fusion.kind == "Transf_cls" else max(1, self.text.width // 64)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,8 @@
 """Temporal fusion ("visual prompts" in the ActionCLIP paper): frame embeddings [B, T, D] -> video embedding [B, D].
 
 Inputs are the raw per-frame ``encode_image`` outputs (not normalised). ``Transf`` is the module behind every
-published ActionCLIP checkpoint.
+published ActionCLIP checkpoint. Its blocks use QuickGELU whatever the towers' activation: both ActionCLIP and
+MMAction2 build them that way.
 """
 from __future__ import annotations
 

@@ -52,11 +52,20 @@ class SelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
+def activation_layer(name: str) -> nn.Module:
+    """``"quick_gelu"`` (OpenAI CLIP) or ``"gelu"`` (exact GELU, open_clip's own architectures)."""
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown activation {name!r}")
+
+
 class MLP(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.c_fc = nn.Linear(width, hidden)
-        self.gelu = QuickGELU()
+        self.gelu = activation_layer(activation)  # OpenAI's attribute name, whichever the activation
         self.c_proj = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,12 +75,13 @@ class MLP(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, ln_eps: float = 1e-5) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, ln_eps: float = 1e-5,
+                 activation: str = "quick_gelu") -> None:
         super().__init__()
         self.ln_1 = LayerNorm(width, eps=ln_eps)
         self.attn = SelfAttention(width, heads)
         self.ln_2 = LayerNorm(width, eps=ln_eps)
-        self.mlp = MLP(width, int(width * mlp_ratio))
+        self.mlp = MLP(width, int(width * mlp_ratio), activation)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), causal=causal)
@@ -98,10 +108,11 @@ def init_clip_blocks_(blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tenso
 class Transformer(nn.Module):
     """A stack of ``ResidualAttentionBlock`` on batch-first sequences [B, L, D]."""
 
-    def __init__(self, width: int, layers: int, heads: int, ln_eps: float = 1e-5) -> None:
+    def __init__(self, width: int, layers: int, heads: int, ln_eps: float = 1e-5, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.width = width
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, ln_eps=ln_eps) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, ln_eps=ln_eps, activation=activation)
+                                        for _ in range(layers)])
         self.grad_checkpointing = False
 
     def init_clip_(self) -> None:

@@ -35,21 +35,11 @@ class ActionCLIP(nn.Module):
         self.fusion = build_fusion(config)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    @property
-    def num_frames(self) -> int:
-        return self.config.num_frames
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision.image_size
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def context_length(self) -> int:
-        return self.config.text.context_length
+    # Read-only views of the config that callers use most (serving, data pipelines, benchmarks).
+    num_frames = property(lambda self: self.config.num_frames, doc="clip length T the model expects")
+    image_size = property(lambda self: self.config.vision.image_size, doc="input image side in pixels")
+    embed_dim = property(lambda self: self.config.embed_dim, doc="width of the joint video/text embedding")
+    context_length = property(lambda self: self.config.text.context_length, doc="token positions of the text tower")
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """CLIP-normalised images [N, 3, H, W] -> [N, D], not normalised."""

@@ -2,7 +2,9 @@
 
 Text is cleaned (ftfy, double HTML unescape, whitespace collapse, lower-case), split with CLIP's pre-tokenisation
 pattern, mapped byte-by-byte to printable unicode and merged with the 48,894 BPE merges shipped in
-``assets/bpe_simple_vocab_16e6.txt.gz``. Sequences are ``[SOT] + tokens + [EOT]``, zero-padded.
+``assets/bpe_simple_vocab_16e6.txt.gz``. Sequences are ``[SOT] + tokens + [EOT]``, zero-padded. A literal
+``<|startoftext|>`` or ``<|endoftext|>`` that the pattern finds as a piece of its own is that special id, as in
+OpenAI's tokenizer (open_clip differs here: its special strings are ``<start_of_text>`` / ``<end_of_text>``).
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ class SimpleTokenizer:
         self.bpe_ranks: dict[tuple[str, str], int] = {m: i for i, m in enumerate(merges)}
         self.sot_token_id = self.encoder[SOT_TOKEN]
         self.eot_token_id = self.encoder[EOT_TOKEN]
+        self.special_ids = {SOT_TOKEN: self.sot_token_id, EOT_TOKEN: self.eot_token_id}
         self.vocab_size = len(vocab)
 
     @functools.lru_cache(maxsize=65536)
@@ -101,6 +104,9 @@ class SimpleTokenizer:
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
         for piece in _PATTERN.findall(clean_text(text)):
+            if piece in self.special_ids:  # never split by BPE: OpenAI's tokenizer caches them as themselves
+                ids.append(self.special_ids[piece])
+                continue
             mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[s] for s in self.bpe(mapped))
         return ids

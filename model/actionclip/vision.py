@@ -1,6 +1,7 @@
 """The image tower: a timm ``VisionTransformer`` configured exactly as CLIP's.
 
-CLIP's ViT is pre-norm (``norm_pre`` after the position embedding, patch conv without bias), uses QuickGELU and
+CLIP's ViT is pre-norm (``norm_pre`` after the position embedding, patch conv without bias), uses QuickGELU (exact
+GELU for open_clip's own architectures: ``VisionConfig.activation``) and
 LayerNorm eps 1e-5, takes the class token after the final norm and projects it to the joint embedding without bias.
 timm's ``head`` plays the role of CLIP's ``proj`` (stored transposed).
 """
@@ -29,7 +30,7 @@ def build_vision_tower(cfg: VisionConfig, embed_dim: int) -> VisionTransformer:
         class_token=True,
         global_pool="token",
         num_classes=embed_dim,
-        act_layer="quick_gelu",
+        act_layer=cfg.activation,  # timm's names: "quick_gelu" (x * sigmoid(1.702 x)) or "gelu" (exact)
         norm_layer=partial(nn.LayerNorm, eps=1e-5),
     )
     # CLIP's projection has no bias; keep the parameter set identical to CLIP's.
@@ -55,6 +56,34 @@ def init_clip_vision_(model: VisionTransformer) -> None:
     init_clip_blocks_(weights, width)
 
 
+# OpenAI -> timm names, by key prefix; inside a block (after ``transformer.resblocks.N.`` / ``blocks.N.``) by the
+# prefix of the rest. Tensors whose shape also differs: OpenAI name -> (timm name, to timm, to OpenAI).
+_TOP = {"conv1.": "patch_embed.proj.", "ln_pre.": "norm_pre.", "ln_post.": "norm.", "transformer.resblocks.": "blocks."}
+_IN_BLOCK = {"ln_1.": "norm1.", "ln_2.": "norm2.", "attn.in_proj_": "attn.qkv.", "attn.out_proj.": "attn.proj.",
+             "mlp.c_fc.": "mlp.fc1.", "mlp.c_proj.": "mlp.fc2."}
+_RESHAPED = {
+    "proj": ("head.weight", lambda v: v.t().contiguous(), lambda v: v.t().contiguous()),
+    "class_embedding": ("cls_token", lambda v: v.reshape(1, 1, -1), lambda v: v.reshape(-1)),
+    "positional_embedding": ("pos_embed", lambda v: v.unsqueeze(0), lambda v: v.squeeze(0)),
+}
+
+
+def _swap_prefix(key: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def _rename(key: str, top: dict[str, str], in_block: dict[str, str], blocks: str) -> str:
+    """``key`` in the other layout; ``blocks`` is the target layout's block-list prefix."""
+    key = _swap_prefix(key, top)
+    if key.startswith(blocks):
+        index, rest = key[len(blocks):].split(".", 1)
+        key = f"{blocks}{index}.{_swap_prefix(rest, in_block)}"
+    return key
+
+
 def openai_visual_to_timm(state: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
     """Rename OpenAI CLIP ``visual.*`` tensors to timm ``VisionTransformer`` names (keys without the prefix).
 
@@ -63,60 +92,20 @@ def openai_visual_to_timm(state: dict[str, torch.Tensor], prefix: str = "visual.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if not key.startswith(prefix):
-            continue
-        k = key[len(prefix):]
-        if k == "proj":
-            out["head.weight"] = value.t().contiguous()
-            continue
-        if k == "class_embedding":
-            out["cls_token"] = value.reshape(1, 1, -1)
-            continue
-        if k == "positional_embedding":
-            out["pos_embed"] = value.unsqueeze(0)
-            continue
-        for old, new in (
-            ("conv1", "patch_embed.proj"),
-            ("transformer.resblocks.", "blocks."),
-            ("ln_pre", "norm_pre"),
-            ("ln_post", "norm"),
-            ("ln_", "norm"),
-            ("in_proj_", "qkv."),
-            ("out_proj", "proj"),
-            ("mlp.c_fc", "mlp.fc1"),
-            ("mlp.c_proj", "mlp.fc2"),
-        ):
-            k = k.replace(old, new)
-        out[k] = value
+        if key.startswith(prefix):
+            k = key[len(prefix):]
+            name, to_timm, _ = _RESHAPED.get(k, (_rename(k, _TOP, _IN_BLOCK, "blocks."), lambda v: v, None))
+            out[name] = to_timm(value)
     return out
 
 
 def timm_to_openai_visual(state: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
     """Inverse of :func:`openai_visual_to_timm` (used to export OpenAI-layout checkpoints)."""
+    top = {new: old for old, new in _TOP.items()}
+    in_block = {new: old for old, new in _IN_BLOCK.items()}
+    reshaped = {timm: (openai, back) for openai, (timm, _, back) in _RESHAPED.items()}
     out: dict[str, torch.Tensor] = {}
     for k, value in state.items():
-        if k == "head.weight":
-            out[prefix + "proj"] = value.t().contiguous()
-            continue
-        if k == "cls_token":
-            out[prefix + "class_embedding"] = value.reshape(-1)
-            continue
-        if k == "pos_embed":
-            out[prefix + "positional_embedding"] = value.squeeze(0)
-            continue
-        for old, new in (
-            ("patch_embed.proj", "conv1"),
-            ("blocks.", "transformer.resblocks."),
-            ("norm_pre", "ln_pre"),
-            ("norm1", "ln_1"),
-            ("norm2", "ln_2"),
-            ("qkv.", "in_proj_"),
-            ("attn.proj", "attn.out_proj"),
-            ("mlp.fc1", "mlp.c_fc"),
-            ("mlp.fc2", "mlp.c_proj"),
-        ):
-            k = k.replace(old, new)
-        if k.startswith("norm."):
-            k = "ln_post." + k[len("norm."):]
-        out[prefix + k] = value
+        name, to_openai = reshaped.get(k, (_rename(k, top, in_block, "transformer.resblocks."), lambda v: v))
+        out[prefix + name] = to_openai(value)
     return out
