@@ -162,3 +162,5 @@ def test_logged_to_mlflow_with_the_model(tmp_path, clips, monkeypatch):
     local = client.download_artifacts(result.run_id, "model/config.json", str(tmp_path / "dl"))
     logged = json.loads(open(local).read())
     assert logged["vision"]["activation"] == "gelu" and logged["text"]["activation"] == "gelu"
+    params = client.get_run(result.run_id).data.params
+    assert params["model.activation.vision"] == params["model.activation.text"] == "gelu"

@@ -27,6 +27,9 @@ def save_outputs(cfg: TrainingConfig, model: nn.Module, outcome: TrainOutcome | 
 
     out = cfg.output_dir
     model_dir = model.save_pretrained(out / "model")
+    # not in any state dict: the run says which activation its towers compute (searchable, unlike config.json)
+    tracker.log_params({"model.activation": {"vision": model.config.vision.activation,
+                                             "text": model.config.text.activation}})
     paths = {"model": str(model_dir), "checkpoints": str(out / "checkpoints")}
     if outcome is not None:
         write_json(model_dir / "history.json", outcome.history)
