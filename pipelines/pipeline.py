@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional
 from kfp import dsl
 
 import components as c
-from pipelines.platform import DATA, GPU, LIGHT, PlatformSettings, apply
+from pipelines.platform import DATA, GPU, LIGHT, PROMOTER, PlatformSettings, apply
 
 PIPELINE_NAME = "actionclip"
 PIPELINE_DESCRIPTION = (
@@ -182,7 +182,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
                 evaluation=ev.outputs["evaluation"], pretrained=pre.outputs["model"], parent_run_id=parent.output,
                 registry_name=registry_name, promotion_metric=promotion_metric,
                 promotion_margin=promotion_margin, experiment=experiment,
-            ), LIGHT, settings, cache=False)
+            ), LIGHT, settings, cache=False, identity=PROMOTER)
 
     return actionclip_pipeline
 

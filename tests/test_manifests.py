@@ -48,11 +48,22 @@ CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "PyTorchJob"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ServingRuntime"}
 # third-party images are pinned to an exact release; everything else runs the project image
-THIRD_PARTY_IMAGES = {"postgres:17.6", "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"}
+THIRD_PARTY_IMAGES = {"postgres:17.6", "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z",
+                      "quay.io/minio/mc:RELEASE.2025-04-16T18-13-26Z"}
+# pods that run the slim tracking-server image (components.image.MLFLOW_IMAGE); every other one runs IMAGE
+MLFLOW_IMAGE_PODS = {"Deployment/mlflow", "Job/mlflow-identities"}
 # Pod Security Standards "restricted": the only volume types allowed
 RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                            "projected", "secret"}
-CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|KEY_ID|CREDENTIAL", re.I)
+CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|KEY_ID|CREDENTIAL|USERNAME|PGUSER|ROOT_USER", re.I)
+# Secret name -> the untracked env file next to the overlay it is generated from
+SECRET_ENV_FILES = {
+    "actionclip-postgres-superuser": "postgres.env", "actionclip-mlflow-db": "mlflow-db.env",
+    "actionclip-mlflow-admin": "mlflow-admin.env", "actionclip-mlflow-writer": "mlflow-writer.env",
+    "actionclip-mlflow-promoter": "mlflow-promoter.env", "actionclip-mlflow-reader": "mlflow-reader.env",
+    "actionclip-minio-root": "minio-root.env", "actionclip-s3-credentials": "s3.env",
+    "actionclip-s3-reader": "s3-reader.env",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -479,7 +490,7 @@ def test_credentials_only_from_secret_references(rendered: dict[str, list[dict[s
         for secret in find(rendered[root], "Secret"):
             assert "stringData" not in secret
             base = re.sub(r"-[a-z0-9]{10}$", "", secret["metadata"]["name"])
-            env_file = {"actionclip-postgres": "postgres.env", "actionclip-s3-credentials": "s3.env"}[base]
+            env_file = SECRET_ENV_FILES[base]
             values = dict(line.split("=", 1) for line in (work / root / env_file).read_text().splitlines()
                           if line.strip() and not line.startswith("#"))
             assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == values
@@ -533,7 +544,7 @@ def test_references_resolve_within_the_cluster(rendered: dict[str, list[dict[str
 
 
 def test_images_come_from_the_project_setting(pods: list[PodTemplate]) -> None:
-    from components.image import IMAGE
+    from components.image import IMAGE, MLFLOW_IMAGE
 
     project = 0
     for pod in pods:
@@ -541,7 +552,8 @@ def test_images_come_from_the_project_setting(pods: list[PodTemplate]) -> None:
             image = c["image"]
             if image in THIRD_PARTY_IMAGES:
                 continue
-            assert image == IMAGE, f"{pod}/{c['name']}: {image} is not components.image.IMAGE ({IMAGE})"
+            want = MLFLOW_IMAGE if pod.where in MLFLOW_IMAGE_PODS else IMAGE
+            assert image == want, f"{pod}/{c['name']}: {image} is not components.image's {want}"
             project += 1
     assert project >= 7
     for image in THIRD_PARTY_IMAGES:
@@ -892,3 +904,56 @@ def test_tracking_server_runs_from_the_rendered_manifest(rendered: dict[str, lis
         except subprocess.TimeoutExpired:
             os.killpg(srv.pid, signal.SIGKILL)
         log.close()
+
+
+# ------------------------------------------------------------------------------------- authenticated tracking
+# MLflow client pod -> the identity Secret it must log in with (scripts/mlflow_identities.py grants)
+CLIENT_IDENTITIES = {"Deployment/actionclip-serving": "actionclip-mlflow-reader",
+                     "PyTorchJob/actionclip-finetune[Master]": "actionclip-mlflow-writer",
+                     "PyTorchJob/actionclip-finetune[Worker]": "actionclip-mlflow-writer",
+                     "Job/mlflow-identities": "actionclip-mlflow-admin"}
+
+
+@pytest.mark.parametrize("root", [LOCAL, GPU])
+def test_tracking_server_requires_authentication(rendered: dict[str, list[dict[str, Any]]], root: str, mlflow_cli,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import configparser
+
+    objs = rendered[root]
+    spec = one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    env = container_env(c, objs)
+    params = parse_click(mlflow_cli.commands["server"], c["command"][2:], env, monkeypatch)
+    assert params["app_name"] == "basic-auth"
+    # the auth config is the mounted ConfigMap's file: a Postgres user store (credentials from libpq env), no
+    # admin password in it, nothing granted by default
+    mount = next(m for m in c["volumeMounts"] if env["MLFLOW_AUTH_CONFIG_PATH"].startswith(m["mountPath"] + "/"))
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    cm = one(objs, "ConfigMap", vol["configMap"]["name"])
+    ini = configparser.ConfigParser()
+    ini.read_string(cm["data"][Path(env["MLFLOW_AUTH_CONFIG_PATH"]).name])
+    auth = ini["mlflow"]
+    assert auth["default_permission"] == "NO_PERMISSIONS" and "admin_password" not in auth
+    db = urlparse(auth["database_uri"])
+    assert db.scheme == "postgresql+psycopg2" and db.password is None and db.path == "/mlflow_auth"
+    for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        ref = next(e for e in c["env"] if e["name"] == var)["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "actionclip-mlflow-admin"
+    # every MLflow client logs in with its own identity, through MLflow's standard variables
+    seen = set()
+    for root_ in CLUSTERS["local" if root == LOCAL else "gpu"]:
+        for pod in pod_templates(rendered[root_]):
+            if pod.where not in CLIENT_IDENTITIES:
+                continue
+            seen.add(pod.where)
+            (main,) = [x for x in pod.spec["containers"]]
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in main.get("env", [])
+                    if "secretKeyRef" in e.get("valueFrom", {})}
+            for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert refs[var]["name"] == CLIENT_IDENTITIES[pod.where] and refs[var]["key"] == var, pod
+    assert "Job/mlflow-identities" in seen
+    # the pipeline's tasks: platform.py's writer and promoter Secrets exist under those names
+    from pipelines.platform import PlatformSettings
+
+    for secret in PlatformSettings().mlflow_secrets.values():
+        assert set(one(objs, "Secret", secret)["data"]) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
