@@ -432,11 +432,10 @@ def test_every_pod_runs_restricted(pods: list[PodTemplate]) -> None:
 
 
 def test_namespace_pod_security_labels(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """Enforce at least baseline (controllers inject containers that lack restricted's fields); warn and audit
-    at restricted, so anything short of it is reported."""
+    """Restricted is enforced (controllers' containers are configured by manifests/cluster/); warn and audit too."""
     for root in (LOCAL, GPU):
         labels = one(rendered[root], "Namespace", "actionclip")["metadata"]["labels"]
-        assert labels["pod-security.kubernetes.io/enforce"] in {"baseline", "restricted"}
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
         assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
 
 
