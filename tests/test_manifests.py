@@ -692,18 +692,36 @@ def test_mlflow_server_command_and_settings(rendered: dict[str, list[dict[str, A
     assert list(init) == ["db-upgrade", "ensure-bucket"]
 
 
+def gate_args(command: list[str]):
+    from actionclip.serving import gate
+
+    assert command[:3] == ["python", "-m", "actionclip.serving.gate"], command
+    return gate.build_parser().parse_args(command[3:])
+
+
+def scoring_command(command: list[str]) -> list[str]:
+    """The `mlflow models serve` command the gate runs as its child (without the interpreter prefix)."""
+    from actionclip.serving import gate
+
+    args = gate_args(command)
+    full = gate.scoring_command(args.model_uri, args.upstream_port, args.workers)
+    return ["mlflow", *full[3:]]
+
+
 def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str, Any]]], mlflow_cli,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     serve = mlflow_cli.commands["models"].commands["serve"]
     local = cluster_objects(rendered, "local")
     (c,) = one(local, "Deployment", "actionclip-serving")["spec"]["template"]["spec"]["containers"]
     env = container_env(c, local)
-    cmd = [expand(a, env) for a in c["command"] + c.get("args", [])]
+    cmd = scoring_command([expand(a, env) for a in c["command"] + c.get("args", [])])
     assert cmd[:3] == ["mlflow", "models", "serve"]
     p = parse_click(serve, cmd[3:], env, monkeypatch)
     model_cm = generated(local, "ConfigMap", "actionclip-model")
     assert p["model_uri"] == model_cm["data"]["MODEL_URI"]
-    assert p["env_manager"] == "local" and p["host"] == "0.0.0.0" and p["port"] == c["ports"][0]["containerPort"]
+    assert p["env_manager"] == "local" and p["host"] == "127.0.0.1"  # only the gate is reachable
+    assert gate_args(c["command"]).port == c["ports"][0]["containerPort"]
+    assert gate_args(c["command"]).host == "0.0.0.0" and "ACTIONCLIP_SERVING_VIDEO_ROOTS" not in env
     assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
     # mlflow-artifacts:/ locations download through the tracking server
     assert env["MLFLOW_TRACKING_URI"] == one(local, "ConfigMap", "actionclip-pipeline-env")["data"]["MLFLOW_TRACKING_URI"]
@@ -711,9 +729,9 @@ def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str
     gpu = rendered[GPU_SERVING]
     pod = kserve_pod(one(gpu, "InferenceService", "actionclip"), find(gpu, "ServingRuntime"))
     main = next(c for c in pod.spec["containers"] if c["name"] == "kserve-container")
-    cmd = main["command"] + main.get("args", [])
+    cmd = scoring_command(main["command"] + main.get("args", []))
     p = parse_click(serve, cmd[3:], {e["name"]: e["value"] for e in main["env"]}, monkeypatch)
-    assert p["model_uri"] == "/mnt/models" and p["env_manager"] == "local" and p["port"] == 8080
+    assert p["model_uri"] == "/mnt/models" and p["env_manager"] == "local" and gate_args(main["command"]).port == 8080
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
