@@ -73,7 +73,9 @@ class PipelineParams:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 2  # DataLoader workers per stage
-    work_root: str = ""  # shared folder for resumable stage checkpoints ("": per-task temporary folders)
+    # resumable stage checkpoints on the data volume, keyed by KFP job and stage: a retried task resumes from its
+    # last checkpoint ("": per-task temporary folders, what `actionclip pipeline run` uses locally)
+    work_root: str = "/data/work"  # folder for resumable stage checkpoints, per job and stage ("": temporary)
     # other PretrainConfig / FinetuneConfig fields; the defaults suit the synthetic demo: no flips (they would swap
     # "moving left" and "moving right"), no colour jitter or multi-scale crops, light weight decay
     pretrain_overrides: dict = field(default_factory=lambda: dict(DEMO_TRAINING))

@@ -71,7 +71,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         seed: int = 0,
         device: str = "auto",
         num_workers: int = 2,
-        work_root: str = "",
+        work_root: str = "/data/work",
         pretrain_overrides: dict = {"flip": False, "color_jitter": False, "multiscale_crop": False,
                                     "weight_decay": 0.05},
         prompt_overrides: dict = {},
@@ -128,7 +128,8 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             seed: random seed for every stage.
             device: auto, cpu or cuda.
             num_workers: DataLoader workers per stage.
-            work_root: shared directory for resumable stage checkpoints (empty: per-task temporary directories).
+            work_root: directory on the data volume for resumable stage checkpoints, per job and stage, so a retried
+                task resumes from its last checkpoint (empty: per-task temporary directories).
             pretrain_overrides: other PretrainConfig fields (defaults: the synthetic demo's, no flips etc.).
             prompt_overrides: other PromptConfig fields.
             finetune_overrides: other FinetuneConfig fields (defaults: the synthetic demo's, no flips etc.).
