@@ -144,8 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_body_bytes < 1:
         raise SystemExit(f"gate: --max-body-bytes must be positive, got {args.max_body_bytes}")
     timeout = float(os.environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "60")) + 5
+    # its own process group, so that stopping it also stops the uvicorn workers it starts
     child = subprocess.Popen(scoring_command(args.model_uri, args.upstream_port, args.workers),
                              start_new_session=True)
+    # a signal to the gate (the kubelet's SIGTERM, a test's SIGTERM to the gate's group) stops the child too
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def relay(signum, frame, previous=previous):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise SystemExit(128 + signum)
+
+        signal.signal(sig, relay)
     server = uvicorn.Server(uvicorn.Config(Gate("127.0.0.1", args.upstream_port, args.max_body_bytes, timeout),
                                            host=args.host, port=args.port, lifespan="on", log_level="warning"))
 
