@@ -108,7 +108,8 @@ def local_arguments(workdir: str | Path, params: Mapping[str, Any] | None = None
     (e.g. ``<workdir>/work`` to inspect or resume checkpoints).
     """
     paths = local_paths(workdir)
-    return {"synthetic_dir": str(paths["synthetic_dir"]), **(params or {})}
+    # the cluster default (/data/work) names the data volume, which a local run does not have
+    return {"synthetic_dir": str(paths["synthetic_dir"]), "work_root": "", **(params or {})}
 
 
 def run_local(

@@ -116,7 +116,9 @@ class PipelineParams:
     seed: int = _from(PRETRAIN, "seed")
     device: str = _from(PRETRAIN, "device")
     num_workers: int = _from(PRETRAIN, "num_workers")
-    work_root: str = ""  # shared folder for resumable stage checkpoints ("": per-task temporary folders)
+    # resumable stage checkpoints on the data volume, keyed by KFP job and stage: a retried task resumes from its
+    # last checkpoint ("": per-task temporary folders, what `actionclip pipeline run` uses locally)
+    work_root: str = "/data/work"  # folder for resumable stage checkpoints, per job and stage ("": temporary)
     # other stage config fields, per stage
     pretrain_overrides: dict = _demo("pretrain_overrides")  # other PretrainConfig fields
     prompt_overrides: dict = field(default_factory=dict)  # other PromptConfig fields

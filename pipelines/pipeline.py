@@ -14,7 +14,7 @@ from kfp import dsl
 
 import components as c
 from pipelines.params import defaults, help_text, param_fields
-from pipelines.platform import DATA, GPU, LIGHT, PlatformSettings, apply
+from pipelines.platform import DATA, GPU, LIGHT, PROMOTER, PlatformSettings, apply
 
 PIPELINE_NAME = "actionclip"
 PIPELINE_DESCRIPTION = (
@@ -70,7 +70,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
                 evaluation=ev.outputs["evaluation"], pretrained=pre.outputs["model"], parent_run_id=parent.output,
                 registry_name=p.registry_name, promotion_metric=p.promotion_metric,
                 promotion_margin=p.promotion_margin, experiment=p.experiment,
-            ), LIGHT, settings, cache=False)
+            ), LIGHT, settings, cache=False, identity=PROMOTER)
 
     # KFP reads the pipeline's inputs from the function's signature and docstring (it never ships a pipeline's
     # source), so both are built from PipelineParams, the one declaration of the parameters.

@@ -8,7 +8,13 @@ Names shared with ``manifests/`` (keep them in sync):
     PVC ``actionclip-data`` mounted at ``/data`` (videos, synthetic clips, resumable checkpoints);
     ConfigMap ``actionclip-pipeline-env``: MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL;
     Secret ``actionclip-s3-credentials``: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY;
-    Secret ``actionclip-mlflow-auth`` (optional): MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD.
+    Secrets ``actionclip-mlflow-writer`` (every task) and ``actionclip-mlflow-promoter`` (the register step only):
+    MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, MLflow's own client variables for its basic-auth server;
+    pod label ``app.kubernetes.io/name=actionclip-pipeline``, which the NetworkPolicies select.
+
+Every task runs as a non-root user (``kfp.kubernetes.set_security_context``: runAsNonRoot, runAsUser/Group); the KFP
+backend adds allowPrivilegeEscalation=false, drops ALL capabilities and sets seccompProfile RuntimeDefault itself
+(see docs/deploy.md, "Pod Security").
 """
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ from typing import Any
 # Task kinds: "gpu" stages train or run the model over many clips; "data" probes videos (CPU-bound); "light" only
 # talks to MLflow.
 GPU, DATA, LIGHT = "gpu", "data", "light"
+# MLflow identities (scripts/mlflow_identities.py): the writer logs runs and models; only the promoter changes the
+# registry (new versions, aliases).
+WRITER, PROMOTER = "writer", "promoter"
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,13 @@ class PlatformSettings:
     config_map_keys: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL")
     s3_secret: str = "actionclip-s3-credentials"
     s3_secret_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    mlflow_secret: str = "actionclip-mlflow-auth"  # optional: only for a tracking server with basic auth
+    mlflow_secrets: dict[str, str] = field(default_factory=lambda: {
+        WRITER: "actionclip-mlflow-writer", PROMOTER: "actionclip-mlflow-promoter"})
     mlflow_secret_keys: tuple[str, ...] = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    pod_labels: dict[str, str] = field(default_factory=lambda: {
+        "app.kubernetes.io/name": "actionclip-pipeline", "app.kubernetes.io/part-of": "actionclip"})
+    run_as_user: int = 1000  # the project image's non-root user (Dockerfile: UID)
+    run_as_group: int = 1000
     retries: int = 2  # GPU stages: preemptions and flaky nodes are retried (training resumes from checkpoints)
     backoff: str = "60s"
     backoff_factor: float = 2.0
@@ -55,9 +69,17 @@ class PlatformSettings:
         return type(self)(**{**{n: getattr(self, n) for n in names}, **changes})
 
 
-def apply(task: Any, kind: str, settings: PlatformSettings, *, cache: bool = True) -> Any:
-    """Apply the settings for a task of ``kind`` (GPU, DATA or LIGHT); returns the task."""
+def apply(task: Any, kind: str, settings: PlatformSettings, *, cache: bool = True, identity: str = WRITER) -> Any:
+    """Apply the settings for a task of ``kind`` (GPU, DATA or LIGHT) running as the MLflow ``identity`` (WRITER or
+    PROMOTER); returns the task."""
     from kfp import kubernetes
+
+    if identity not in settings.mlflow_secrets:
+        raise ValueError(f"unknown MLflow identity {identity!r} (known: {', '.join(settings.mlflow_secrets)})")
+    kubernetes.set_security_context(task, run_as_user=settings.run_as_user, run_as_group=settings.run_as_group,
+                                    run_as_non_root=True)
+    for key, value in settings.pod_labels.items():
+        kubernetes.add_pod_label(task, label_key=key, label_value=value)
 
     task.set_cpu_request(settings.cpu_request[kind])
     task.set_memory_request(settings.memory_request[kind])
@@ -70,8 +92,8 @@ def apply(task: Any, kind: str, settings: PlatformSettings, *, cache: bool = Tru
         task, secret_name=settings.s3_secret, secret_key_to_env={k: k for k in settings.s3_secret_keys}
     )
     kubernetes.use_secret_as_env(
-        task, secret_name=settings.mlflow_secret, secret_key_to_env={k: k for k in settings.mlflow_secret_keys},
-        optional=True,
+        task, secret_name=settings.mlflow_secrets[identity],
+        secret_key_to_env={k: k for k in settings.mlflow_secret_keys},
     )
     kubernetes.set_timeout(task, settings.timeout_s[kind])
     if kind == GPU:

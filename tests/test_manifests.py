@@ -48,11 +48,22 @@ CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "PyTorchJob"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ServingRuntime"}
 # third-party images are pinned to an exact release; everything else runs the project image
-THIRD_PARTY_IMAGES = {"postgres:17.6", "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"}
+THIRD_PARTY_IMAGES = {"postgres:17.6", "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z",
+                      "quay.io/minio/mc:RELEASE.2025-04-16T18-13-26Z"}
+# pods that run the slim tracking-server image (components.image.MLFLOW_IMAGE); every other one runs IMAGE
+MLFLOW_IMAGE_PODS = {"Deployment/mlflow", "Job/mlflow-identities"}
 # Pod Security Standards "restricted": the only volume types allowed
 RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                            "projected", "secret"}
-CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|KEY_ID|CREDENTIAL", re.I)
+CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|KEY_ID|CREDENTIAL|USERNAME|PGUSER|ROOT_USER", re.I)
+# Secret name -> the untracked env file next to the overlay it is generated from
+SECRET_ENV_FILES = {
+    "actionclip-postgres-superuser": "postgres.env", "actionclip-mlflow-db": "mlflow-db.env",
+    "actionclip-mlflow-admin": "mlflow-admin.env", "actionclip-mlflow-writer": "mlflow-writer.env",
+    "actionclip-mlflow-promoter": "mlflow-promoter.env", "actionclip-mlflow-reader": "mlflow-reader.env",
+    "actionclip-minio-root": "minio-root.env", "actionclip-s3-credentials": "s3.env",
+    "actionclip-s3-reader": "s3-reader.env",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -138,7 +149,9 @@ def kserve_pod(isvc: dict[str, Any], runtimes: list[dict[str, Any]]) -> PodTempl
     spec = {k: copy.deepcopy(v) for k, v in predictor.items() if k not in KSERVE_COMPONENT_FIELDS and k != "model"}
     spec["containers"] = containers
     spec["volumes"] = spec.get("volumes", []) + copy.deepcopy(rspec.get("volumes", []))
-    labels = {**isvc["metadata"].get("labels", {}), **rspec.get("labels", {})}
+    # KServe labels every predictor pod with its InferenceService (constants.InferenceServicePodLabelKey)
+    labels = {**isvc["metadata"].get("labels", {}), **rspec.get("labels", {}),
+              "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
     return PodTemplate(f"InferenceService/{isvc['metadata']['name']}", "ServingRuntime", labels, spec)
 
 
@@ -156,6 +169,13 @@ def pod_templates(objs: list[dict[str, Any]]) -> list[PodTemplate]:
         elif o["kind"] == "InferenceService":
             pods.append(kserve_pod(o, find(objs, "ServingRuntime")))
     return pods
+
+
+def pipeline_task_pod() -> PodTemplate:
+    """A pipeline task's pod as KFP creates it: the labels pipelines/platform.py gives every task."""
+    from pipelines.platform import PlatformSettings
+
+    return PodTemplate("KFP task", "KFP", dict(PlatformSettings().pod_labels), {"containers": []})
 
 
 @pytest.fixture(scope="module")
@@ -412,11 +432,10 @@ def test_every_pod_runs_restricted(pods: list[PodTemplate]) -> None:
 
 
 def test_namespace_pod_security_labels(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """Enforce at least baseline (controllers inject containers that lack restricted's fields); warn and audit
-    at restricted, so anything short of it is reported."""
+    """Restricted is enforced (controllers' containers are configured by manifests/cluster/); warn and audit too."""
     for root in (LOCAL, GPU):
         labels = one(rendered[root], "Namespace", "actionclip")["metadata"]["labels"]
-        assert labels["pod-security.kubernetes.io/enforce"] in {"baseline", "restricted"}
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
         assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
 
 
@@ -479,7 +498,7 @@ def test_credentials_only_from_secret_references(rendered: dict[str, list[dict[s
         for secret in find(rendered[root], "Secret"):
             assert "stringData" not in secret
             base = re.sub(r"-[a-z0-9]{10}$", "", secret["metadata"]["name"])
-            env_file = {"actionclip-postgres": "postgres.env", "actionclip-s3-credentials": "s3.env"}[base]
+            env_file = SECRET_ENV_FILES[base]
             values = dict(line.split("=", 1) for line in (work / root / env_file).read_text().splitlines()
                           if line.strip() and not line.startswith("#"))
             assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == values
@@ -533,7 +552,7 @@ def test_references_resolve_within_the_cluster(rendered: dict[str, list[dict[str
 
 
 def test_images_come_from_the_project_setting(pods: list[PodTemplate]) -> None:
-    from components.image import IMAGE
+    from components.image import IMAGE, MLFLOW_IMAGE
 
     project = 0
     for pod in pods:
@@ -541,7 +560,8 @@ def test_images_come_from_the_project_setting(pods: list[PodTemplate]) -> None:
             image = c["image"]
             if image in THIRD_PARTY_IMAGES:
                 continue
-            assert image == IMAGE, f"{pod}/{c['name']}: {image} is not components.image.IMAGE ({IMAGE})"
+            want = MLFLOW_IMAGE if pod.where in MLFLOW_IMAGE_PODS else IMAGE
+            assert image == want, f"{pod}/{c['name']}: {image} is not components.image's {want}"
             project += 1
     assert project >= 7
     for image in THIRD_PARTY_IMAGES:
@@ -572,7 +592,7 @@ def test_selector_semantics() -> None:
 def test_only_the_tracking_server_reaches_postgres_and_minio(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for cluster in CLUSTERS:
         objs = cluster_objects(rendered, cluster)
-        all_pods = pod_templates(objs)
+        all_pods = pod_templates(objs) + [pipeline_task_pod()]
         server = [p for p in all_pods if p.where == "Deployment/mlflow"]
         assert len(server) == 1
         stores = [p for p in all_pods if p.labels.get("app.kubernetes.io/name") in {"postgres", "minio"}]
@@ -591,7 +611,9 @@ def test_only_the_tracking_server_reaches_postgres_and_minio(rendered: dict[str,
                         assert set(peer) == {"podSelector"}, f"{np['metadata']['name']}: only pods of this namespace"
                         allowed |= {p.where for p in all_pods if selector_matches(peer["podSelector"], p.labels)}
                     assert {p["port"] for p in rule["ports"]} <= store_ports
-            assert allowed == {"Deployment/mlflow"}, f"{cluster}: {store} is reachable from {sorted(allowed)}"
+            # MinIO also admits its setup Job (bucket, policies, users: the only holder of the root keys)
+            expected = {"Deployment/mlflow"} | ({"Job/minio-users"} if "minio" in store.where else set())
+            assert allowed == expected, f"{cluster}: {store} is reachable from {sorted(allowed)}"
         # no policy selects a pod it was not written for (e.g. a label typo selecting nothing at all)
         for np in policies:
             assert [p for p in all_pods if selector_matches(np["spec"]["podSelector"], p.labels)], np["metadata"]
@@ -670,18 +692,36 @@ def test_mlflow_server_command_and_settings(rendered: dict[str, list[dict[str, A
     assert list(init) == ["db-upgrade", "ensure-bucket"]
 
 
+def gate_args(command: list[str]):
+    from actionclip.serving import gate
+
+    assert command[:3] == ["python", "-m", "actionclip.serving.gate"], command
+    return gate.build_parser().parse_args(command[3:])
+
+
+def scoring_command(command: list[str]) -> list[str]:
+    """The `mlflow models serve` command the gate runs as its child (without the interpreter prefix)."""
+    from actionclip.serving import gate
+
+    args = gate_args(command)
+    full = gate.scoring_command(args.model_uri, args.upstream_port, args.workers)
+    return ["mlflow", *full[3:]]
+
+
 def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str, Any]]], mlflow_cli,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     serve = mlflow_cli.commands["models"].commands["serve"]
     local = cluster_objects(rendered, "local")
     (c,) = one(local, "Deployment", "actionclip-serving")["spec"]["template"]["spec"]["containers"]
     env = container_env(c, local)
-    cmd = [expand(a, env) for a in c["command"] + c.get("args", [])]
+    cmd = scoring_command([expand(a, env) for a in c["command"] + c.get("args", [])])
     assert cmd[:3] == ["mlflow", "models", "serve"]
     p = parse_click(serve, cmd[3:], env, monkeypatch)
     model_cm = generated(local, "ConfigMap", "actionclip-model")
     assert p["model_uri"] == model_cm["data"]["MODEL_URI"]
-    assert p["env_manager"] == "local" and p["host"] == "0.0.0.0" and p["port"] == c["ports"][0]["containerPort"]
+    assert p["env_manager"] == "local" and p["host"] == "127.0.0.1"  # only the gate is reachable
+    assert gate_args(c["command"]).port == c["ports"][0]["containerPort"]
+    assert gate_args(c["command"]).host == "0.0.0.0" and "ACTIONCLIP_SERVING_VIDEO_ROOTS" not in env
     assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
     # mlflow-artifacts:/ locations download through the tracking server
     assert env["MLFLOW_TRACKING_URI"] == one(local, "ConfigMap", "actionclip-pipeline-env")["data"]["MLFLOW_TRACKING_URI"]
@@ -689,9 +729,9 @@ def test_model_servers_run_mlflow_models_serve(rendered: dict[str, list[dict[str
     gpu = rendered[GPU_SERVING]
     pod = kserve_pod(one(gpu, "InferenceService", "actionclip"), find(gpu, "ServingRuntime"))
     main = next(c for c in pod.spec["containers"] if c["name"] == "kserve-container")
-    cmd = main["command"] + main.get("args", [])
+    cmd = scoring_command(main["command"] + main.get("args", []))
     p = parse_click(serve, cmd[3:], {e["name"]: e["value"] for e in main["env"]}, monkeypatch)
-    assert p["model_uri"] == "/mnt/models" and p["env_manager"] == "local" and p["port"] == 8080
+    assert p["model_uri"] == "/mnt/models" and p["env_manager"] == "local" and gate_args(main["command"]).port == 8080
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
@@ -892,3 +932,56 @@ def test_tracking_server_runs_from_the_rendered_manifest(rendered: dict[str, lis
         except subprocess.TimeoutExpired:
             os.killpg(srv.pid, signal.SIGKILL)
         log.close()
+
+
+# ------------------------------------------------------------------------------------- authenticated tracking
+# MLflow client pod -> the identity Secret it must log in with (scripts/mlflow_identities.py grants)
+CLIENT_IDENTITIES = {"Deployment/actionclip-serving": "actionclip-mlflow-reader",
+                     "PyTorchJob/actionclip-finetune[Master]": "actionclip-mlflow-writer",
+                     "PyTorchJob/actionclip-finetune[Worker]": "actionclip-mlflow-writer",
+                     "Job/mlflow-identities": "actionclip-mlflow-admin"}
+
+
+@pytest.mark.parametrize("root", [LOCAL, GPU])
+def test_tracking_server_requires_authentication(rendered: dict[str, list[dict[str, Any]]], root: str, mlflow_cli,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import configparser
+
+    objs = rendered[root]
+    spec = one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    env = container_env(c, objs)
+    params = parse_click(mlflow_cli.commands["server"], c["command"][2:], env, monkeypatch)
+    assert params["app_name"] == "basic-auth"
+    # the auth config is the mounted ConfigMap's file: a Postgres user store (credentials from libpq env), no
+    # admin password in it, nothing granted by default
+    mount = next(m for m in c["volumeMounts"] if env["MLFLOW_AUTH_CONFIG_PATH"].startswith(m["mountPath"] + "/"))
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    cm = one(objs, "ConfigMap", vol["configMap"]["name"])
+    ini = configparser.ConfigParser()
+    ini.read_string(cm["data"][Path(env["MLFLOW_AUTH_CONFIG_PATH"]).name])
+    auth = ini["mlflow"]
+    assert auth["default_permission"] == "NO_PERMISSIONS" and "admin_password" not in auth
+    db = urlparse(auth["database_uri"])
+    assert db.scheme == "postgresql+psycopg2" and db.password is None and db.path == "/mlflow_auth"
+    for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        ref = next(e for e in c["env"] if e["name"] == var)["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "actionclip-mlflow-admin"
+    # every MLflow client logs in with its own identity, through MLflow's standard variables
+    seen = set()
+    for root_ in CLUSTERS["local" if root == LOCAL else "gpu"]:
+        for pod in pod_templates(rendered[root_]):
+            if pod.where not in CLIENT_IDENTITIES:
+                continue
+            seen.add(pod.where)
+            (main,) = [x for x in pod.spec["containers"]]
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in main.get("env", [])
+                    if "secretKeyRef" in e.get("valueFrom", {})}
+            for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert refs[var]["name"] == CLIENT_IDENTITIES[pod.where] and refs[var]["key"] == var, pod
+    assert "Job/mlflow-identities" in seen
+    # the pipeline's tasks: platform.py's writer and promoter Secrets exist under those names
+    from pipelines.platform import PlatformSettings
+
+    for secret in PlatformSettings().mlflow_secrets.values():
+        assert set(one(objs, "Secret", secret)["data"]) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}

@@ -79,7 +79,10 @@ def test_volume_credentials_and_timeouts(compiled):
         s3 = secrets["actionclip-s3-credentials"]
         assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert s3["optional"] is False
-        assert secrets["actionclip-mlflow-auth"]["optional"] is True
+        # exactly one MLflow identity per task, required: only the register step may change the registry
+        mlflow_ids = [n for n in secrets if n.startswith("actionclip-mlflow-")]
+        assert mlflow_ids == ["actionclip-mlflow-promoter" if task == "register-model" else "actionclip-mlflow-writer"]
+        assert secrets[mlflow_ids[0]]["optional"] is False
         env_cm = ex["configMapAsEnv"][0]
         assert env_cm["configMapName"] == "actionclip-pipeline-env"
         assert {e["envVar"] for e in env_cm["keyToEnv"]} == {"MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL"}

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.server
 LABELS = ["waving", "clapping", "jumping"]
 MAX_VIDEO_BYTES = 200_000
 MAX_LABELS = 50
+GATE_MAX_BODY = 1_000_000
 
 
 def _free_port() -> int:
@@ -90,11 +91,20 @@ def env(tmp_path_factory):
             "MLFLOW_TRACKING_URI": uri,
             "ACTIONCLIP_SERVING_MAX_VIDEO_BYTES": str(MAX_VIDEO_BYTES),
             "ACTIONCLIP_SERVING_MAX_LABELS": str(MAX_LABELS),
+            # paths are closed by default; this server names the test's folder as its one allowed root
+            "ACTIONCLIP_SERVING_VIDEO_ROOTS": str(root),
         }))
+        # the deployed shape: the gate in front of a scoring server with the default (closed) limits
+        gport, uport = _free_port(), _free_port()
+        glog = root / "gate.log"
+        procs.append(_start([sys.executable, "-m", "actionclip.serving.gate", "--model-uri",
+                             "models:/actionclip@champion", "--port", str(gport), "--upstream-port", str(uport),
+                             "--max-body-bytes", str(GATE_MAX_BODY)], glog, {"MLFLOW_TRACKING_URI": uri}))
         clip = root / "clip.mp4"
         clip.write_bytes(example_clip_bytes(frames=16, size=64))
         yield {"root": root, "model_dir": model_dir, "clip": clip,
                "serve": (procs[1], f"http://127.0.0.1:{sport}", slog),
+               "gate": (procs[2], f"http://127.0.0.1:{gport}", glog),
                "tracking": (procs[0], f"http://127.0.0.1:{tport}", tlog)}
     finally:
         for p in procs:
@@ -152,7 +162,7 @@ BAD = {
     "bad top_k": ({"top_k": 0}, "'top_k' must be between 1"),
     "unreadable video": ({"video": base64.b64encode(b"this is not a video" * 10).decode()}, "unreadable video"),
     "video too large": ({"video": base64.b64encode(b"\0" * (MAX_VIDEO_BYTES + 1)).decode()}, "video is too large"),
-    "missing file": ({"video": "/nonexistent/clip.mp4"}, "video file not found"),
+    "path outside the roots": ({"video": "/nonexistent/clip.mp4"}, "outside the allowed directories"),
     "remote URL": ({"video": "https://example.com/clip.mp4"}, "unsupported video URI scheme"),
 }
 
@@ -194,6 +204,64 @@ def test_register_and_load_through_a_tracking_server(env):
     assert location.startswith("mlflow-artifacts:/"), location
     assert list((env["root"] / "server-artifacts").rglob("model.safetensors"))
     with registry.using_tracking_uri(url):
-        model = mlflow.pyfunc.load_model("models:/actionclip@champion")
+        model = mlflow.pyfunc.load_model("models:/actionclip@champion", model_config={"allow_paths": True})
     out = model.predict([{"video": str(env["clip"])}])
     assert sorted(out[0]["labels"]) == sorted(LABELS)
+
+
+# ------------------------------------------------------------------------------------------------------ the gate
+@pytest.fixture(scope="module")
+def gate(env):
+    proc, url, log = env["gate"]
+    _wait(proc, url + "/ping", log)
+    return url
+
+
+def test_gate_serves_base64_and_refuses_server_paths(gate, env):
+    r = _post(gate, {"inputs": [{"video": _b64(env["clip"]), "top_k": 1}]})
+    assert r.status_code == 200, r.text
+    for video in ("/etc/passwd", str(env["clip"]), env["clip"].as_uri()):
+        r = _post(gate, {"inputs": [{"video": video}]})
+        assert r.status_code == 400 and "base64-encoded videos only" in r.json()["message"], r.text
+        assert "passwd" not in r.text and str(env["clip"]) not in r.text
+
+
+def test_gate_refuses_a_big_body_before_reading_it(gate):
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(gate)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    # announce 80 MB, send only the first kilobyte: the answer comes without the rest ever being sent
+    conn.putrequest("POST", "/invocations")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(80 * 1024 * 1024))
+    conn.endheaders()
+    conn.send(b'{"inputs": [{"video": "' + b"A" * 1000)
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status == 413 and len(body) < 300 and b"over the limit" in body
+    conn.close()
+    # chunked, no Content-Length: cut off once the limit is passed
+    def chunks():
+        yield b'{"inputs": [{"video": "'
+        for _ in range(40):
+            yield b"A" * 100_000
+    r = requests.post(gate + "/invocations", data=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and len(r.content) < 300
+
+
+def test_gate_errors_never_echo_the_request(gate, env):
+    marker = "ECHO-MARKER-" + "q" * 30
+    bad = [{"video": _b64(env["clip"]), "labels": [marker, marker]},        # the model's own check
+           {"video": _b64(env["clip"]), "top_k": marker},                    # MLflow's schema check
+           {"video": _b64(env["clip"]), "labels": [marker], "templates": [marker]},
+           {"video": base64.b64encode(marker.encode() * 2000).decode()}]    # unreadable video, ~100 KB body
+    for row in bad:
+        r = _post(gate, {"inputs": [row]})
+        assert r.status_code == 400, r.text[:300]
+        assert "ECHO-MARKER" not in r.text and len(r.text) < 1000, r.text[:1000]
+        assert set(r.json()) == {"error_code", "message"}
+    # the direct scoring server (not reachable in the pod: it listens on loopback) quotes the input
+    r = _post(env["serve"][1], {"inputs": [{"video": _b64(env["clip"]), "labels": [marker, marker]}]})
+    assert r.status_code == 400

@@ -75,7 +75,7 @@ def test_predict_table_with_labels_templates_and_label_file(ckpt, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--template", "no placeholder"], "must contain exactly one '{}'"),
-    (["--labels", "a", "a"], "duplicate label 'a'"),
+    (["--labels", "a", "a"], "duplicate label at position 1"),
     (["--top-k", "0"], "--top-k must be at least 1"),
     (["--label-file", "/nonexistent/labels.txt"], "label file not found"),
 ])

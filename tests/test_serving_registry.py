@@ -123,7 +123,7 @@ def test_load_champion_without_unpickling(versions, store, monkeypatch):
         monkeypatch.setattr(mod, "loads", refuse)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     with registry.using_tracking_uri(store["uri"]):
-        model = mlflow.pyfunc.load_model("models:/actionclip@champion")
+        model = mlflow.pyfunc.load_model("models:/actionclip@champion", model_config={"allow_paths": True})
     out = model.predict([{"video": str(store["clip"]), "return_all": True},
                          {"video": str(store["clip"]), "labels": ["a", "b"], "top_k": 1}])
     assert out[0]["labels"][0] in LABELS and set(out[0]["all_probs"]) == set(LABELS)
@@ -194,8 +194,8 @@ def test_int8_through_model_config(versions, store):
     from actionclip.serving.quantize import is_quantized
 
     with registry.using_tracking_uri(store["uri"]):
-        fp32 = mlflow.pyfunc.load_model("models:/actionclip@champion")
-        int8 = mlflow.pyfunc.load_model("models:/actionclip@champion", model_config={"int8": True})
+        fp32 = mlflow.pyfunc.load_model("models:/actionclip@champion", model_config={"allow_paths": True})
+        int8 = mlflow.pyfunc.load_model("models:/actionclip@champion", model_config={"int8": True, "allow_paths": True})
     assert is_quantized(int8.unwrap_python_model().predictor.model)
     assert not is_quantized(fp32.unwrap_python_model().predictor.model)
     row = [{"video": str(store["clip"]), "return_all": True}]

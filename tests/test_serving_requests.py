@@ -11,7 +11,9 @@ from actionclip.serving.errors import ServingInputError
 from actionclip.serving.limits import ServingLimits
 from actionclip.serving.requests import check_template, group_by_text, parse_requests, parse_video_field
 
-LIMITS = ServingLimits(max_video_bytes=1000, max_labels=3, max_templates=2, max_videos=2, max_top_k=10)
+# trusted local use (paths on): what `actionclip predict` runs with; the served default is closed (see below)
+LIMITS = ServingLimits(max_video_bytes=1000, max_labels=3, max_templates=2, max_videos=2, max_top_k=10,
+                       allow_paths=True)
 
 
 @pytest.fixture()
@@ -51,7 +53,7 @@ def test_video_sources(clip):
 @pytest.mark.parametrize("value, message", [
     ("s3://bucket/clip.mp4", "unsupported video URI scheme 's3://'"),
     ("http://example.com/a.mp4", "unsupported video URI scheme 'http://'"),
-    ("/no/such/clip.mp4", "video file not found: /no/such/clip.mp4"),
+    ("/no/such/clip.mp4", "video file not found"),
     ("not base64 !!", "neither an existing file nor base64"),
     ("abcde", "not valid base64"),
     ("", "missing 'video'"),
@@ -72,6 +74,32 @@ def test_size_limits(tmp_path):
         parse_requests([{"video": base64.b64encode(b"\x00" * 2000).decode()}], LIMITS)
 
 
+def test_paths_are_closed_by_default(clip, tmp_path):
+    """A served model reads no server path unless the deployment names its roots (ACTIONCLIP_SERVING_VIDEO_ROOTS)."""
+    default = ServingLimits()
+    assert default.allow_paths is False and default.video_roots == () and not default.accepts_paths
+    for video in ("/etc/passwd", str(clip), clip.as_uri()):
+        with pytest.raises(ServingInputError, match="base64-encoded videos only") as err:
+            parse_requests([{"video": video}], default)
+        assert video not in str(err.value)
+    rooted = default.with_env({"ACTIONCLIP_SERVING_VIDEO_ROOTS": str(tmp_path)})
+    assert parse_requests([{"video": str(clip)}], rooted)
+    with pytest.raises(ServingInputError, match="outside the allowed directories") as err:
+        parse_requests([{"video": "/etc/passwd"}], rooted)
+    assert "passwd" not in str(err.value)
+
+
+def test_errors_never_echo_request_data(clip):
+    marker = "ECHO-MARKER-" + "x" * 40
+    rows = [{"video": marker + " !"}, {"video": str(clip), "labels": [marker, marker]}, {"video": str(clip), "top_k": 2.5},
+            {"video": str(clip), marker: 1}, {"video": f"{marker}://x"}, {"video": f"/{marker}/clip.mp4"},
+            {"video": str(clip), "templates": [marker]}]
+    for row in rows:
+        with pytest.raises(ServingInputError) as err:
+            parse_requests([row], LIMITS)
+        assert "ECHO-MARKER" not in str(err.value), (row, str(err.value))
+
+
 def test_paths_can_be_disabled_or_confined(clip, tmp_path):
     no_paths = ServingLimits(allow_paths=False)
     with pytest.raises(ServingInputError, match="base64-encoded videos only"):
@@ -87,7 +115,7 @@ def test_paths_can_be_disabled_or_confined(clip, tmp_path):
     ({"labels": ["a", "b", "c", "d"]}, "too many labels: 4 > 3"),
     ({"labels": "a"}, "must be a list of strings, not one string"),
     ({"labels": ["a", 1]}, "'labels' must be a list of strings"),
-    ({"labels": ["a", "a"]}, "duplicate label 'a'"),
+    ({"labels": ["a", "b", "a"]}, "duplicate label at position 2"),
     ({"labels": ["a", " "]}, "non-empty strings"),
     ({"templates": []}, "'templates' is empty"),
     ({"templates": ["a {}", "b {}", "c {}"]}, "too many templates: 3 > 2"),
@@ -117,7 +145,7 @@ def test_batch_limits(clip):
 def test_group_by_text(clip):
     reqs = parse_requests([{"video": str(clip), "labels": ["a", "b"]}, {"video": str(clip)},
                            {"video": str(clip), "labels": ["a", "b"]}, {"video": str(clip), "labels": ["b", "a"]}],
-                          ServingLimits())
+                          ServingLimits(allow_paths=True))
     groups = group_by_text(reqs)
     assert list(groups.values()) == [[0, 2], [1], [3]]  # order matters: ["b", "a"] is a different label set
 

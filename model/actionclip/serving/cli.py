@@ -114,6 +114,9 @@ def _batches(rows: list[dict[str, Any]], size: int):
 
 
 def _predict_checkpoint(path: str, rows: list[dict[str, Any]], int8: bool) -> list[dict[str, Any]]:
+    import dataclasses
+
+    from actionclip.serving.limits import ServingLimits
     from actionclip.serving.predictor import VideoPredictor
     from actionclip.serving.requests import parse_requests
 
@@ -140,7 +143,8 @@ def _predict_registered(uri: str, rows: list[dict[str, Any]], int8: bool, tracki
         get_version(uri, tracking_uri)  # one-line error for a missing name/alias before MLflow's long one
     with using_tracking_uri(tracking_uri):
         try:
-            model = mlflow.pyfunc.load_model(uri, model_config={"int8": True} if int8 else None)
+            # a local command reading the caller's own files: paths are the point here
+            model = mlflow.pyfunc.load_model(uri, model_config={"allow_paths": True, **({"int8": True} if int8 else {})})
         except MlflowException as exc:
             raise RegistryError(f"cannot load {uri}: {exc.message.splitlines()[0]}") from None
     out: list[dict[str, Any]] = []

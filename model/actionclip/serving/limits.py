@@ -22,8 +22,15 @@ class ServingLimits:
     max_templates: int = 32                    # templates per request row
     max_videos: int = 16                       # rows per request (all are decoded and batched in memory)
     max_top_k: int = 1000
-    allow_paths: bool = True                   # accept local paths / file:// URIs (turn off for public endpoints)
-    video_roots: tuple[str, ...] = ()          # if set, local paths must lie under one of these directories
+    # Closed by default: a request may name a server path only when the deployment names the directories it may
+    # read (video_roots, ACTIONCLIP_SERVING_VIDEO_ROOTS), or, for trusted local use (`actionclip predict`),
+    # allow_paths is switched on; otherwise only base64 bytes are accepted.
+    allow_paths: bool = False                  # accept any local path / file:// URI (never on a shared endpoint)
+    video_roots: tuple[str, ...] = ()          # accept local paths under these directories only
+
+    @property
+    def accepts_paths(self) -> bool:
+        return self.allow_paths or bool(self.video_roots)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "ServingLimits":

@@ -69,7 +69,8 @@ class VideoPredictor:
         self.model = model.eval()
         self.labels = tuple(labels) if labels else None
         self.templates = tuple(templates) if templates else tuple(actionclip.TEMPLATES)
-        self.limits = limits or ServingLimits()
+        # in-process use reads the caller's own files; the served pyfunc passes its (closed by default) limits
+        self.limits = limits or ServingLimits(allow_paths=True)
         from actionclip.zeroshot import prompt_cache
 
         self.text_cache = prompt_cache(self.model)  # the model's own cache, which encode_prompts fills

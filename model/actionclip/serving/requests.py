@@ -83,7 +83,9 @@ def _parse_row(index: int, row: Mapping[str, Any], limits: ServingLimits) -> Pre
     where = f"row {index}"
     unknown = sorted(str(k) for k in row if k not in FIELDS)
     if unknown:
-        raise ServingInputError(f"{where}: unknown field {unknown[0]!r} (expected one of {', '.join(FIELDS)})")
+        # a field name is echoed only when it looks like one (errors never copy request data back)
+        name = f" {unknown[0]!r}" if re.fullmatch(r"\w{1,32}", unknown[0]) else ""
+        raise ServingInputError(f"{where}: unknown field{name} (expected one of {', '.join(FIELDS)})")
     video = row.get("video")
     if _missing(video) or (isinstance(video, str) and not video.strip()):
         raise ServingInputError(f"{where}: missing 'video' (a path, file:// URI or base64-encoded bytes)")
@@ -98,9 +100,9 @@ def _parse_row(index: int, row: Mapping[str, Any], limits: ServingLimits) -> Pre
         blank = [lab for lab in labels if not lab.strip()]
         if blank:
             raise ServingInputError(f"{where}: labels must be non-empty strings")
-        dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+        dupes = [i for i, lab in enumerate(labels) if lab in labels[:i]]
         if dupes:
-            raise ServingInputError(f"{where}: duplicate label {dupes[0]!r}")
+            raise ServingInputError(f"{where}: duplicate label at position {dupes[0]}")
 
     templates = _string_list(row.get("templates"), "templates", where)
     if templates is not None:
@@ -116,7 +118,7 @@ def _parse_row(index: int, row: Mapping[str, Any], limits: ServingLimits) -> Pre
         top_k = DEFAULT_TOP_K
     else:
         if isinstance(top_k, bool) or not float(top_k).is_integer():
-            raise ServingInputError(f"{where}: 'top_k' must be a positive integer, got {top_k!r}")
+            raise ServingInputError(f"{where}: 'top_k' must be a positive integer, got {type(top_k).__name__}")
         top_k = int(top_k)
         if not 1 <= top_k <= limits.max_top_k:
             raise ServingInputError(f"{where}: 'top_k' must be between 1 and {limits.max_top_k}, got {top_k}")
@@ -130,7 +132,7 @@ def check_template(template: str, where: str = "request") -> None:
     """A template must hold exactly one ``{}`` (where the label goes) and no other braces."""
     if template.count("{}") != 1 or "{" in template.replace("{}", "") or "}" in template.replace("{}", ""):
         raise ServingInputError(
-            f"{where}: template {template!r} must contain exactly one '{{}}' where the label goes, and no other braces"
+            f"{where}: each template must contain exactly one '{{}}' where the label goes, and no other braces"
         )
 
 
@@ -167,13 +169,14 @@ def parse_video_field(value: Any, limits: ServingLimits, where: str = "request")
         return _path_source(unquote(urlparse(text).path), limits, where)
     if scheme:
         raise ServingInputError(
-            f"{where}: unsupported video URI scheme '{scheme}://' (send a local path, file:// URI or base64 bytes)"
+            f"{where}: unsupported video URI scheme '{scheme[:16]}://' (send a local path, file:// URI or base64 "
+            "bytes)"
         )
     if _looks_like_path(text):
         return _path_source(text, limits, where)
     if _BASE64_RE.match(text):
         return _bytes_source(_b64decode(text, limits, where), limits, where)
-    raise ServingInputError(f"{where}: video is neither an existing file nor base64-encoded bytes: {text[:80]!r}")
+    raise ServingInputError(f"{where}: video is neither an existing file nor base64-encoded bytes")
 
 
 def _looks_like_path(text: str) -> bool:
@@ -186,15 +189,15 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _path_source(path: str, limits: ServingLimits, where: str) -> VideoSource:
-    if not limits.allow_paths:
+    if not limits.accepts_paths:
         raise ServingInputError(f"{where}: this endpoint accepts base64-encoded videos only, not paths")
     p = Path(path).expanduser()
     if limits.video_roots:
         real = p.resolve()
         if not any(real.is_relative_to(Path(root).resolve()) for root in limits.video_roots):
-            raise ServingInputError(f"{where}: video path {path!r} is outside the allowed directories")
+            raise ServingInputError(f"{where}: video path is outside the allowed directories")
     if not p.is_file():
-        raise ServingInputError(f"{where}: video file not found: {path}")
+        raise ServingInputError(f"{where}: video file not found")
     size = p.stat().st_size
     if size > limits.max_video_bytes:
         raise ServingInputError(f"{where}: video is too large: {size} bytes > {limits.max_video_bytes}")
