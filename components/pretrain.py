@@ -38,7 +38,8 @@ def pretrain_model(
         parent_run_id: MLflow run to nest this stage's run under.
         preset: model preset (e.g. "ViT-B/32-8", "tiny-8"): the architecture when ``weights`` is empty, else the
             default frame count and fusion applied to the checkpoint.
-        weights: checkpoint to start from (OpenAI CLIP, ActionCLIP, MMAction2 or ours); empty: random init.
+        weights: checkpoint to start from (OpenAI CLIP, ActionCLIP, MMAction2 or ours), or "shipped:NAME" for a
+            checkpoint shipped in the package (``actionclip.pretrained``); empty: random init.
         num_frames: frames per clip (0: the preset's).
         fusion: temporal fusion (meanP, Transf, Conv1D, LSTM, Transf_cls; empty: the preset's).
         epochs: caption pre-training epochs (0: import only).
@@ -58,6 +59,11 @@ def pretrain_model(
     with stage_errors("pretrain"), work_dir(work_root, job_name, "pretrain") as scratch:
         from actionclip.train import PretrainConfig, pretrain
 
+        source = weights or preset
+        if weights.startswith("shipped:"):
+            from actionclip.pretrained import shipped_path
+
+            weights = str(shipped_path(weights.split(":", 1)[1]))
         if weights:
             # The checkpoint fixes the towers; the preset still says how many frames and which fusion to use.
             from actionclip import preset_config
@@ -83,5 +89,5 @@ def pretrain_model(
         }, overrides)
         with timed("pretrain"):
             result = pretrain(cfg)
-        publish_model(model, result, "pretrain", dataset, source=weights or preset)
+        publish_model(model, result, "pretrain", dataset, source=source)
         log_scalars(metrics, result.metrics)
