@@ -44,7 +44,7 @@ def prepare_data(
         val_fraction: fraction of each label's clips used for validation.
         max_bad_fraction: fail when more than this fraction of the videos cannot be read.
         synthetic_dir: where the synthetic clips are written (shared storage, so later stages can read them).
-        synthetic_classes: action classes to synthesise (empty: the 8 seen + 2 held-out defaults).
+        synthetic_classes: action classes to synthesise (empty: the 8 seen + 3 held-out defaults).
         synthetic_clips_per_class: clips per class (train + val) for the synthetic source.
         synthetic_pretrain_clips: extra captioned pre-training clips per class (synthetic source).
         synthetic_frames: frames per synthetic clip.

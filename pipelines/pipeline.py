@@ -35,17 +35,17 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         synthetic_dir: str = "/data/synthetic",
         synthetic_classes: List[str] = [],
         synthetic_clips_per_class: int = 300,
-        synthetic_pretrain_clips: int = 20,
+        synthetic_pretrain_clips: int = 0,
         synthetic_frames: int = 16,
         synthetic_size: int = 64,
         frames_dir: str = "",
         frame_size: int = 256,
         frame_stride: int = 1,
         preset: str = "tiny-8-32px",
-        weights: str = "",
+        weights: str = "shipped:synthetic-captions",
         num_frames: int = 0,
         fusion: str = "",
-        pretrain_epochs: float = 2.0,
+        pretrain_epochs: float = 0.0,
         pretrain_max_steps: int = 0,
         pretrain_batch_size: int = 32,
         pretrain_lr: float = 3e-4,
@@ -54,11 +54,11 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         prompt_rule: str = "top_k",
         prompt_keep: int = 8,
         prompt_max_clips: int = 0,
-        finetune_epochs: float = 6.0,
+        finetune_epochs: float = 14.0,
         finetune_max_steps: int = 0,
-        finetune_warmup_epochs: float = 0.3,
+        finetune_warmup_epochs: float = 0.7,
         finetune_batch_size: int = 16,
-        finetune_lr: float = 3e-4,
+        finetune_lr: float = 1.5e-4,
         few_shot: int = 0,
         finetune_loss: str = "kl",
         eval_num_clips: int = 1,
@@ -76,7 +76,8 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
                                     "weight_decay": 0.05},
         prompt_overrides: dict = {},
         finetune_overrides: dict = {"flip": False, "color_jitter": False, "multiscale_crop": False,
-                                    "weight_decay": 0.05},
+                                    "weight_decay": 0.05, "cache_clips": True, "num_workers": 0, "val_every": 0,
+                                    "freeze": ["text"]},
         eval_overrides: dict = {},
     ) -> None:
         """ActionCLIP: prepare -> pretrain -> prompt -> finetune -> evaluate -> register.
@@ -89,7 +90,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             heldout_labels: labels kept out of fine-tuning for zero-shot evaluation.
             val_fraction: per-label validation fraction.
             synthetic_dir: where synthetic clips are generated (on the data volume).
-            synthetic_classes: classes to synthesise (empty: 8 seen + 2 held-out defaults).
+            synthetic_classes: classes to synthesise (empty: 8 seen + 3 held-out defaults).
             synthetic_clips_per_class: synthetic clips per class.
             synthetic_pretrain_clips: extra captioned pre-training clips per synthetic class.
             synthetic_frames: frames per synthetic clip.
@@ -99,7 +100,8 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
             frame_size: scale extracted frames down to this short side, never up (0 keeps the video's size).
             frame_stride: extract every k-th frame (1: all).
             preset: model preset (architecture, frames, fusion), e.g. "ViT-B/32-8".
-            weights: checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours); empty: random init.
+            weights: checkpoint to start from (OpenAI CLIP / ActionCLIP / MMAction2 / ours, or "shipped:NAME" for
+                one shipped in the package); empty: random init.
             num_frames: frames per clip (0: the preset's).
             fusion: temporal fusion override (empty keeps the preset's).
             pretrain_epochs: caption pre-training epochs (0: import the weights only).
