@@ -112,8 +112,9 @@ part CLIP plays for ActionCLIP. Produced by this project's own `actionclip pretr
 * **Data**: `benchmarks/learning.py`'s synthetic set (seeded by the seed above; dataset hash
   `{d['dataset_hash'][:16]}`), splits {d['splits']}. Captions of the `pretrain` and `train` splits only, which name
   every action including the held-out ones ({', '.join(d['heldout'])}); no held-out clip of the `heldout` split and
-  no `val` clip was trained on. The demo generates its own clips (another seed), so its held-out clips were never
-  seen at all.
+  no `val` clip was trained on. The generator seeds each clip by (seed, action, index, kind): a demo run with
+  another `--seed` sees none of these clips; with the same seed its val clips are clips captioned here (its
+  held-out clips are still unseen), so demo measurements use other seeds.
 * **Token embedding**: the {c['embedding_rows_kept']} rows of tokens that the captions trained or that a default
   template or synthetic label uses are kept; all other rows are zero (they were never trained: random
   initialisation), which is what lets the file compress. A prompt with other words still runs, but those words carry

@@ -17,7 +17,8 @@ from actionclip.errors import ConfigError
 DEMO_TRAINING = {"flip": False, "color_jitter": False, "multiscale_crop": False, "weight_decay": 0.05}
 # fine-tuning on 2 CPU cores: decode each clip once, no loader processes, no validation passes (evaluate does
 # that); the text tower stays as pre-trained, which keeps the held-out actions' words where zero-shot needs them
-DEMO_FINETUNE = {**DEMO_TRAINING, "cache_clips": True, "num_workers": 0, "val_every": 0, "freeze": ["text"]}
+DEMO_FINETUNE = {**DEMO_TRAINING, "cache_clips": True, "num_workers": 0, "val_every": 0, "freeze": ["text"],
+                 "threads": 1}
 
 
 @dataclass

@@ -77,7 +77,7 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
         prompt_overrides: dict = {},
         finetune_overrides: dict = {"flip": False, "color_jitter": False, "multiscale_crop": False,
                                     "weight_decay": 0.05, "cache_clips": True, "num_workers": 0, "val_every": 0,
-                                    "freeze": ["text"]},
+                                    "freeze": ["text"], "threads": 1},
         eval_overrides: dict = {},
     ) -> None:
         """ActionCLIP: prepare -> pretrain -> prompt -> finetune -> evaluate -> register.
