@@ -61,6 +61,7 @@ def run_arm(arm: str, args: argparse.Namespace, prepared: Path, work: Path) -> d
         ep = args.pretrain_steps / max(1, n // args.pretrain_batch)
         res = pretrain(PretrainConfig(**dict(train, lr=args.pretrain_lr), model=args.model, out_dir=str(work / arm),
                                       epochs=ep, warmup_epochs=ep / 20, batch_size=args.pretrain_batch,
+                                      max_steps=args.pretrain_max_steps,
                                       val_every=max(1, int(ep) // 6)))
     else:
         fusion = arm.split("-")[1]
@@ -95,6 +96,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1.5e-4,
                     help="fine-tuning learning rate (towers; fusion x --fusion-lr-mult)")
     ap.add_argument("--pretrain-lr", type=float, default=1.5e-4, help="caption pre-training learning rate")
+    ap.add_argument("--pretrain-max-steps", type=int, default=0,
+                    help="stop caption pre-training after this many steps; the schedule still spans --pretrain-steps")
     ap.add_argument("--fusion-lr-mult", type=float, default=FUSION_LR_MULT)
     ap.add_argument("--model", default=MODEL, help="preset (or model) every arm starts from")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,

@@ -11,7 +11,8 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 @settings_from(PretrainConfig, names={"preset": "model"}, weights=(
-    "", "checkpoint to start from (OpenAI CLIP, ActionCLIP, MMAction2 or ours); empty: random init of `preset`."))
+    "", "checkpoint to start from (OpenAI CLIP, ActionCLIP, MMAction2, ours, or \"shipped:NAME\" for one shipped in "
+    "the package); empty: random init of `preset`."))
 def pretrain_model(
     dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics], *,
     preset: str, weights: str, num_frames: int, fusion: str, epochs: float, max_steps: int, batch_size: int,
@@ -31,11 +32,16 @@ def pretrain_model(
     with stage_errors("pretrain"), work_dir(work_root, job_name, "pretrain") as scratch:
         from actionclip.train import PretrainConfig, pretrain
 
+        source = weights or preset
+        if weights.startswith("shipped:"):  # a start checkpoint shipped in the package (actionclip.pretrained)
+            from actionclip.pretrained import shipped_path
+
+            weights = str(shipped_path(weights.split(":", 1)[1]))
         # the preset is the architecture without weights, and the frame count and fusion of the checkpoint with them
         cfg = stage_config(PretrainConfig, params, {
             "data": dataset.path, "model": weights or preset, "out_dir": str(scratch),
         })
         with timed("pretrain"):
             result = pretrain(cfg)
-        publish_model(model, result, "pretrain", dataset, source=weights or preset)
+        publish_model(model, result, "pretrain", dataset, source=source)
         log_scalars(metrics, result.metrics)

@@ -75,8 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "synthetic data (default: current directory)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<workdir>/mlflow.db)")
     run.add_argument("--no-cache", action="store_true", help="disable kfp.local's task cache")
-    run.add_argument("--quiet", action="store_true", help="print only the summary, not the task logs")
-    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--quiet", action="store_true", help="print only the closing summary")
+    run.add_argument("--verbose", action="store_true", help="also print the full runner output (task logs, "
+                                                           "kfp.local's output dumps and warnings)")
+    run.add_argument("--log-file", help="where the full runner output goes (default "
+                                        "<workdir>/pipeline-logs/run-<UTC time>.log)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON (nothing else on stdout)")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_param_flags(run)
     run.set_defaults(func=cmd_run)
@@ -151,18 +155,46 @@ def compile_pipeline(output: str | Path, settings: Any = None) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.local import describe, run_local
+    import time
 
-    run = run_local(args.workdir, _given_params(args), tracking_uri=args.tracking_uri, cache=not args.no_cache,
-                    quiet=args.quiet)
+    from pipelines.console import Console
+    from pipelines.local import describe, local_arguments, run_local
+
+    params = _given_params(args)
+    log = Path(args.log_file or Path(args.workdir) / "pipeline-logs" / time.strftime("run-%Y%m%d-%H%M%S.log",
+                                                                                     time.gmtime()))
+    # the person's view goes to stdout; with --json only the JSON does, so the console moves to stderr
+    console = Console(sys.stderr if args.json else sys.stdout, log.resolve(), verbose=args.verbose)
+    if not args.quiet:
+        from pipelines.params import defaults
+
+        given = {**defaults(), **local_arguments(args.workdir, params)}
+        start = given["weights"] or f"random initialisation (preset {given['preset']})"
+        console.say(f"actionclip pipeline run: full runner output in {console.log_path}")
+        if start.startswith("shipped:"):
+            from actionclip.pretrained import card, shipped_dir
+
+            name = start.split(":", 1)[1]
+            zs = card(name).get("zero_shot", {})
+            start = (f"the shipped checkpoint {name!r}: synthetic-caption-pre-trained by this project (held-out "
+                     f"zero-shot {zs.get('heldout_zero_shot_top1', float('nan')):.3f} on its own data; "
+                     f"{shipped_dir(name) / 'MODEL_CARD.md'})")
+        console.say(f"starting from {start}")
+    try:
+        run = run_local(args.workdir, params, tracking_uri=args.tracking_uri, cache=not args.no_cache,
+                        quiet=args.quiet, console=None if args.quiet and not args.verbose else console)
+    finally:
+        console.close()
     if args.json:
         print(json.dumps({
             "job_name": run.job_name, "outputs": str(run.run_dir), "tracking_uri": run.tracking_uri,
             "registered": run.registered, "seconds": round(run.seconds, 2),
             "stage_seconds": {t.task: round(t.seconds, 2) for t in run.timings},
         }, indent=2))
-    else:
+    elif args.quiet:
         print(describe(run))
+    else:
+        print(console.summary(run))
     return 0
 
 

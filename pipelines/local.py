@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
@@ -89,6 +90,26 @@ class _LineTee(io.TextIOBase):
         return False
 
 
+class _ConsoleSink(io.TextIOBase):
+    """The raw runner output, handed to a console (which keeps it in its log file)."""
+
+    def __init__(self, console: Any) -> None:
+        self._console = console
+
+    def write(self, text: str) -> int:
+        self._console.raw(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _newest_run_dir(root: Path, before: set[Path]) -> Path | None:
+    """The run folder kfp.local created under ``root`` since ``before`` was listed."""
+    new_dirs = sorted((p for p in set(root.iterdir()) - before if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    return new_dirs[-1] if new_dirs else None
+
+
 def local_paths(workdir: str | Path) -> dict[str, Path]:
     """The folders a local run uses under ``workdir`` (absolute)."""
     root = Path(workdir).resolve()
@@ -120,6 +141,7 @@ def run_local(
     cache: bool = True,
     quiet: bool = False,
     pipeline: Any = None,
+    console: Any = None,
 ) -> LocalRun:
     """Run the whole pipeline locally and describe the outcome.
 
@@ -130,6 +152,8 @@ def run_local(
         cache: use kfp.local's task cache (as a cluster would); the pipeline design keeps it from reusing
             anything that depends on the run (see docs/pipeline.md).
         quiet: do not echo the task logs.
+        console: a ``pipelines.console.Console``: it gets every runner line and warning (for its log file) and
+            shows stage lines and progress instead of the raw runner output.
         pipeline: the pipeline function (default ``pipelines.pipeline.actionclip_pipeline``).
 
     Raises:
@@ -168,10 +192,17 @@ def run_local(
             stage_seconds[task] = stage_seconds.get(task, 0.0) + float(timing.get("seconds", 0.0))
         elif m := _START.search(line):
             started[m.group(1)] = time.perf_counter()
+            if console is not None:
+                console.started(m.group(1))
         elif (m := _END.search(line)) and m.group(1) in started:
             task = m.group(1)
             timings.append(TaskTiming(task, time.perf_counter() - started.pop(task), m.group(2),
                                       stage_seconds.pop(task, None)))
+            if console is not None:
+                console.run_dir = _newest_run_dir(paths["pipeline_root"], before)
+                console.finished(task, timings[-1].seconds, timings[-1].status)
+        if console is not None:
+            console.line(line)
 
     before = set(paths["pipeline_root"].iterdir())
     env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GIT_PYTHON_REFRESH")}
@@ -185,15 +216,20 @@ def run_local(
         cache_root=str(paths["cache_root"]),
     )
     stdout = sys.stdout
-    sys.stdout = _LineTee(stdout, on_line, quiet)
+    sys.stdout = _LineTee(_ConsoleSink(console) if console is not None else stdout, on_line,
+                          quiet and console is None)
     t0 = time.perf_counter()
     failure: BaseException | None = None
-    try:
-        pipeline(**arguments)
-    except RuntimeError as exc:  # kfp.local reports any failed task this way
-        failure = exc
-    finally:
-        sys.stdout = stdout
+    with warnings.catch_warnings():
+        if console is not None:  # kfp.local's warnings about settings it ignores go to the console's log
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: console.warning(
+                warnings.formatwarning(message, category, filename, lineno, line))
+        try:
+            pipeline(**arguments)
+        except RuntimeError as exc:  # kfp.local reports any failed task this way
+            failure = exc
+        finally:
+            sys.stdout = stdout
         for key, value in env_before.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -201,8 +237,7 @@ def run_local(
                 os.environ[key] = value
     seconds = time.perf_counter() - t0
 
-    new_dirs = sorted(set(paths["pipeline_root"].iterdir()) - before, key=lambda p: p.stat().st_mtime)
-    run_dir = new_dirs[-1] if new_dirs else None
+    run_dir = _newest_run_dir(paths["pipeline_root"], before)
     run = LocalRun(
         workdir=paths["workdir"], run_dir=run_dir, job_name=run_dir.name if run_dir else "", tracking_uri=uri,
         succeeded=failure is None, seconds=seconds, timings=timings, error=errors[0] if errors else None,

@@ -23,7 +23,7 @@ def synth(tmp_path_factory):
 
 
 def test_default_classes_are_prompt_friendly_phrases():
-    assert len(DEFAULT_SEEN) == 8 and len(DEFAULT_HELDOUT) == 2
+    assert len(DEFAULT_SEEN) == 8 and len(DEFAULT_HELDOUT) == 3
     assert {"moving left", "moving right", "moving up", "moving down", "growing", "shrinking", "rotating",
             "blinking"} == set(DEFAULT_SEEN)
 
@@ -31,9 +31,9 @@ def test_default_classes_are_prompt_friendly_phrases():
 def test_generates_decodable_captioned_h264_with_contract_splits(synth):
     src, ds = synth
     rows = ds.rows()
-    assert len(rows) == 10 * 3 + 10 * 1 and ds.summary["rejected"] == 0
+    assert len(rows) == 11 * 3 + 11 * 1 and ds.summary["rejected"] == 0
     assert ds.labels == list(DEFAULT_SEEN) and ds.heldout_labels == list(DEFAULT_HELDOUT)
-    assert ds.summary["splits"] == {"train": 16, "val": 8, "heldout": 6, "pretrain": 10}
+    assert ds.summary["splits"] == {"train": 16, "val": 8, "heldout": 9, "pretrain": 11}
     assert {r["label"] for r in ds.rows("heldout")} == set(DEFAULT_HELDOUT)
     assert {r["label"] for r in ds.rows("pretrain")} == set(DEFAULT_SEEN + DEFAULT_HELDOUT)  # all classes
     assert not {r["label"] for r in ds.rows(["train", "val"])} & set(DEFAULT_HELDOUT)

@@ -8,6 +8,7 @@ in the same directory and checks that nothing written before is lost.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,19 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
+    import io
+
+    from pipelines.console import Console
+
     workdir = tmp_path_factory.mktemp("pipeline")
-    first = run_local(workdir, TINY, quiet=True)
+    # the first run goes through the console `actionclip pipeline run` shows (no terminal: no progress bar)
+    out = io.StringIO()
+    console = Console(out, workdir / "console.log")
+    first = run_local(workdir, TINY, console=console)
+    console.close()
     second = run_local(workdir, TINY, quiet=True)
-    return {"workdir": workdir, "first": first, "second": second}
+    return {"workdir": workdir, "first": first, "second": second, "console": console, "console_text": out.getvalue(),
+            "summary": console.summary(first)}
 
 
 def _client(run: LocalRun):
@@ -64,6 +74,37 @@ def test_every_stage_ran_and_timed(runs):
         assert all(t.status == "SUCCESS" for t in run.timings)
         for t in run.timings:
             assert t.stage_seconds is not None and 0 < t.stage_seconds < t.seconds, t
+
+
+def test_console_stage_lines_and_summary(runs):
+    text, log = runs["console_text"], (runs["workdir"] / "console.log").read_text()
+    lines = text.splitlines()
+    for task in TASKS:  # one line as the stage starts, one as it ends with its time
+        assert sum(task in ln and ln.startswith("> ") for ln in lines) == 1, task
+    ends = [ln for ln in lines if ln.startswith("  ") and " ok in " in ln]
+    assert len(ends) == len(TASKS) and all(re.search(r"ok in +\d+\.\d s", ln) for ln in ends)
+    assert any("val top-1" in ln and "held-out zero-shot" in ln for ln in ends)  # evaluate's headline metric
+    # kfp.local's dumps and its warnings about cluster-only settings stay out of the console, in the log file
+    for noise in ("executor_output", "Streamed logs", "have no effect in the current local runner",
+                  "custom or non-Python base image", "ACTIONCLIP_STAGE_TIME"):
+        assert noise not in text, noise
+    for kept in ("Streamed logs", "have no effect in the current local runner", "ACTIONCLIP_STAGE_TIME"):
+        assert kept in log, kept
+    summary = runs["summary"]
+    run = runs["first"]
+    table = summary.split("summary\n", 1)[1]
+    header, rule, *rows = table.splitlines()[:len(TASKS) + 3]
+    assert header.split() == ["stage", "time", "metric"]
+    assert len(rows) == len(TASKS) + 1 and rows[-1].split()[0] == "total"
+    prompt = json.loads(run.output("select-prompts", "prompt").read_text())
+    best = max(prompt["scores"], key=lambda t: prompt["scores"][t])
+    assert f"best  {prompt['scores'][best]:.3f}  {best!r}" in summary and "worst" in summary
+    metrics = json.loads((run.output("evaluate-model", "evaluation") / "metrics.json").read_text())
+    assert f"held-out top-1 {metrics['zero_shot_top1']:.3f} vs chance {metrics['zero_shot_chance']:.3f}" in summary
+    assert f"val top-1 {metrics['top1']:.3f} vs chance {1 / 3:.3f}" in summary
+    assert run.tracking_uri in summary and run.registered["model_uri"] in summary
+    assert str(runs["workdir"] / "console.log") in summary
+    assert "actionclip predict" in summary and "mlflow models serve" in summary
 
 
 def test_dataset_artifact(runs):

@@ -27,7 +27,7 @@ from .formats import SYNTHETIC_MARKER, DatasetFormatError
 
 DEFAULT_SEEN = ("moving left", "moving right", "moving up", "moving down", "growing", "shrinking", "rotating",
                 "blinking")
-DEFAULT_HELDOUT = ("standing still", "shaking")
+DEFAULT_HELDOUT = ("standing still", "shaking", "bouncing")
 
 # caption phrases per action; the first is the plainest
 PHRASES: dict[str, tuple[str, ...]] = {
@@ -271,7 +271,7 @@ def generate_synthetic(
 
     Layout: ``videos/<action>/{clip,pre}_NNNN.mp4``, ``annotations.jsonl`` (path, label, caption, split) and
     ``synthetic.json`` (the config; marks the directory for ``format="auto"``). ``classes`` default to the 8 seen
-    + 2 held-out actions; ``heldout`` defaults to the default held-out actions present in ``classes``.
+    + 3 held-out actions; ``heldout`` defaults to the default held-out actions present in ``classes``.
     """
     cls = list(classes) if classes is not None else list(DEFAULT_SEEN + DEFAULT_HELDOUT)
     held = list(heldout) if heldout is not None else [c for c in DEFAULT_HELDOUT if c in cls]
