@@ -155,10 +155,11 @@ def test_logged_to_mlflow_with_the_model(tmp_path, clips, monkeypatch):
     path = tmp_path / "clip.pt"
     torch.save(state, path)
     actionclip.load(path, activation="gelu").save_pretrained(tmp_path / "gelu-model")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     result = pretrain(PretrainConfig(model=str(tmp_path / "gelu-model"), out_dir=str(tmp_path / "imp"),
                                      experiment="activation-test"))
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=store)  # not a URI another test left set in this process
     local = client.download_artifacts(result.run_id, "model/config.json", str(tmp_path / "dl"))
     logged = json.loads(open(local).read())
     assert logged["vision"]["activation"] == "gelu" and logged["text"]["activation"] == "gelu"
