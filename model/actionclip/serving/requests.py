@@ -91,12 +91,8 @@ def _parse_row(index: int, row: Mapping[str, Any], limits: ServingLimits) -> Pre
         raise ServingInputError(f"{where}: missing 'video' (a path, file:// URI or base64-encoded bytes)")
     source = parse_video_field(video, limits, where)
 
-    labels = _string_list(row.get("labels"), "labels", where)
+    labels = _string_list(row.get("labels"), "labels", where, limits.max_labels)
     if labels is not None:
-        if not labels:
-            raise ServingInputError(f"{where}: 'labels' is empty (give at least one label, or leave it out)")
-        if len(labels) > limits.max_labels:
-            raise ServingInputError(f"{where}: too many labels: {len(labels)} > {limits.max_labels}")
         blank = [lab for lab in labels if not lab.strip()]
         if blank:
             raise ServingInputError(f"{where}: labels must be non-empty strings")
@@ -104,12 +100,8 @@ def _parse_row(index: int, row: Mapping[str, Any], limits: ServingLimits) -> Pre
         if dupes:
             raise ServingInputError(f"{where}: duplicate label at position {dupes[0]}")
 
-    templates = _string_list(row.get("templates"), "templates", where)
+    templates = _string_list(row.get("templates"), "templates", where, limits.max_templates)
     if templates is not None:
-        if not templates:
-            raise ServingInputError(f"{where}: 'templates' is empty (give at least one, or leave it out)")
-        if len(templates) > limits.max_templates:
-            raise ServingInputError(f"{where}: too many templates: {len(templates)} > {limits.max_templates}")
         for t in templates:
             check_template(t, where)
 
@@ -136,7 +128,8 @@ def check_template(template: str, where: str = "request") -> None:
         )
 
 
-def _string_list(value: Any, name: str, where: str) -> tuple[str, ...] | None:
+def _string_list(value: Any, name: str, where: str, max_items: int) -> tuple[str, ...] | None:
+    """A list-of-strings field: None when absent, else 1 to ``max_items`` strings."""
     if _missing(value):
         return None
     if isinstance(value, str):
@@ -145,6 +138,10 @@ def _string_list(value: Any, name: str, where: str) -> tuple[str, ...] | None:
         value = value.tolist()
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ServingInputError(f"{where}: '{name}' must be a list of strings")
+    if not value:
+        raise ServingInputError(f"{where}: '{name}' is empty (give at least one, or leave it out)")
+    if len(value) > max_items:
+        raise ServingInputError(f"{where}: too many {name}: {len(value)} > {max_items}")
     return tuple(value)
 
 
