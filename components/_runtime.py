@@ -70,15 +70,20 @@ def parse_error_line(line: str) -> dict[str, str] | None:
 
 
 @contextlib.contextmanager
-def work_dir(work_root: str, job_name: str, stage: str) -> Iterator[Path]:
+def work_dir(work_root: str, job_id: str, stage: str) -> Iterator[Path]:
     """Where a stage writes its scratch outputs (checkpoints, logs) before the kept parts are copied to artifacts.
 
-    With ``work_root`` on shared storage (a PVC path) the directory is stable per (job, stage), so a KFP retry of
-    the same job resumes from the stage's last checkpoint, and it is kept. Without it, a temporary directory that
-    is removed when the stage is done (the task's artifacts hold everything worth keeping).
+    With ``work_root`` on shared storage (a PVC path) the directory is stable per (run, stage): ``job_id`` is the
+    KFP run's UUID, the same for every retry of a task in that run and different for every other run, so a retry
+    resumes from the stage's last checkpoint and a new run never does. The folder is kept. Without ``work_root``, a
+    temporary directory that is removed when the stage is done (the task's artifacts hold everything worth keeping).
     """
     if work_root:
-        path = Path(work_root) / _safe(job_name or "job") / stage
+        if not job_id or job_id.startswith("{{"):
+            raise ValueError(
+                f"work_root {work_root!r} needs the KFP run id to key the {stage} stage's folder, got {job_id!r}; "
+                "pass job_id (KFP fills in {{$.pipeline_job_uuid}}) or leave work_root empty for a temporary folder")
+        path = Path(work_root) / _safe(job_id) / stage
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return

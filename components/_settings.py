@@ -32,7 +32,10 @@ WIRING: dict[str, tuple[Any, str]] = {
     "parent_run_id": ("", "MLflow run to nest this stage's run under (the pipeline's parent run)."),
     "overrides": ({}, "other {config} fields, e.g. {\"precision\": \"bf16\"} (not the fields the pipeline wires)."),
     "work_root": ("", "shared directory for resumable stage checkpoints (empty: a temporary directory)."),
-    "job_name": (dsl.PIPELINE_JOB_NAME_PLACEHOLDER, "the KFP job name (filled in by KFP)."),
+    "job_name": (dsl.PIPELINE_JOB_NAME_PLACEHOLDER, "the KFP job name (filled in by KFP); tagged for lineage."),
+    # The run's UUID, not its name: display names repeat, and a stage must never resume another run's checkpoint.
+    "job_id": (dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+               "the KFP run's unique id (filled in by KFP); keys the stage's folder under work_root."),
 }
 
 

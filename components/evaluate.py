@@ -17,7 +17,7 @@ def evaluate_model(
     report: Output[HTML], summary: Output[Markdown], *,
     num_clips: int, num_crops: int, split: str, heldout: bool, batch_size: int, max_confusion_classes: int,
     experiment: str, seed: int, device: str, num_workers: int, overrides: dict,
-    parent_run_id: str, work_root: str, job_name: str,
+    parent_run_id: str, work_root: str, job_id: str,
 ) -> None:
     """Run the evaluation stage and publish its results for the KFP UI and the register step.
 
@@ -41,7 +41,7 @@ def evaluate_model(
 
     from actionclip.labels import read_labels
 
-    with stage_errors("evaluate"), work_dir(work_root, job_name, "evaluate") as scratch:
+    with stage_errors("evaluate"), work_dir(work_root, job_id, "evaluate") as scratch:
         from actionclip.train import EvaluateConfig
         from actionclip.train import evaluate as run_evaluate
 

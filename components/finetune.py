@@ -16,7 +16,7 @@ def finetune_model(
     model: Output[Model], metrics: Output[Metrics], *,
     epochs: float, max_steps: int, warmup_epochs: float, batch_size: int, lr: float, few_shot: int, loss: str,
     experiment: str, seed: int, device: str, num_workers: int, overrides: dict,
-    parent_run_id: str, work_root: str, job_name: str,
+    parent_run_id: str, work_root: str, job_id: str,
 ) -> None:
     """Run the fine-tuning stage; the ``model`` artifact holds model.safetensors + config.json (+ history.json).
 
@@ -30,7 +30,7 @@ def finetune_model(
     params = dict(locals())
     from components._runtime import log_scalars, publish_model, stage_config, stage_errors, timed, work_dir
 
-    with stage_errors("finetune"), work_dir(work_root, job_name, "finetune") as scratch:
+    with stage_errors("finetune"), work_dir(work_root, job_id, "finetune") as scratch:
         from actionclip.train import FinetuneConfig, finetune
 
         params["warmup_epochs"] = min(warmup_epochs, epochs)  # a short run gets no longer warm-up than it lasts

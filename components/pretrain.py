@@ -17,7 +17,7 @@ def pretrain_model(
     dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics], *,
     preset: str, weights: str, num_frames: int, fusion: str, epochs: float, max_steps: int, batch_size: int,
     lr: float, experiment: str, seed: int, device: str, num_workers: int, overrides: dict,
-    parent_run_id: str, work_root: str, job_name: str,
+    parent_run_id: str, work_root: str, job_id: str,
 ) -> None:
     """Run the pre-training stage; the ``model`` artifact holds model.safetensors + config.json.
 
@@ -29,7 +29,7 @@ def pretrain_model(
     params = dict(locals())
     from components._runtime import log_scalars, publish_model, stage_config, stage_errors, timed, work_dir
 
-    with stage_errors("pretrain"), work_dir(work_root, job_name, "pretrain") as scratch:
+    with stage_errors("pretrain"), work_dir(work_root, job_id, "pretrain") as scratch:
         from actionclip.train import PretrainConfig, pretrain
 
         source = weights or preset

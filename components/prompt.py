@@ -17,7 +17,7 @@ def select_prompts(
     dataset: Input[Dataset], model: Input[Model], prompt: Output[Artifact], metrics: Output[Metrics], *,
     templates: List[str], include_default: bool, rule: str, keep: int, max_clips: int, split: str, batch_size: int,
     experiment: str, seed: int, device: str, num_workers: int, overrides: dict,
-    parent_run_id: str, work_root: str, job_name: str,
+    parent_run_id: str, work_root: str, job_id: str,
 ) -> None:
     """Run the prompt stage; the ``prompt`` artifact is prompt.json ({"templates", "scores", "rule", "zero_shot"}).
 
@@ -32,7 +32,7 @@ def select_prompts(
 
     from components._runtime import log_scalars, read_json, stage_config, stage_errors, timed, work_dir
 
-    with stage_errors("prompt"), work_dir(work_root, job_name, "prompt") as scratch:
+    with stage_errors("prompt"), work_dir(work_root, job_id, "prompt") as scratch:
         from actionclip.train import PromptConfig
         from actionclip.train import prompt as run_prompt
 

@@ -10,8 +10,7 @@ from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-@settings_from(StageConfig, run_name=("", "parent run name; default: the KFP job name."),
-               job_id=(dsl.PIPELINE_JOB_ID_PLACEHOLDER, "the KFP job id (filled in by KFP); tagged for lineage."))
+@settings_from(StageConfig, run_name=("", "parent run name; default: the KFP job name."))
 def open_run(*, experiment: str, run_name: str, job_name: str, job_id: str) -> str:
     """Create the pipeline's MLflow parent run and return its id (the stages nest their runs under it). The KFP job
     name is tagged on the run, so that the exit handler can find it.

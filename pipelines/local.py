@@ -5,7 +5,7 @@ Everything lands under one working directory:
     <workdir>/pipeline-runs/actionclip-<timestamp>/<task>/<output>   KFP artifacts of each run
     <workdir>/mlflow.db (+ the tracking module's artifact folder)    MLflow tracking store and model registry
     <workdir>/data/synthetic/                                        generated clips (the "shared storage")
-    <work_root>/actionclip-<timestamp>/<stage>/                      stage scratch when work_root is given
+    <work_root>/<KFP run id>/<stage>/                                stage scratch when work_root is given
     <workdir>/.kfp-cache/                                            kfp.local's task cache
 """
 from __future__ import annotations

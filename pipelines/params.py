@@ -125,7 +125,7 @@ class PipelineParams:
     num_workers: int = _from(PRETRAIN, "num_workers")
     # resumable stage checkpoints on the data volume, keyed by KFP job and stage: a retried task resumes from its
     # last checkpoint ("": per-task temporary folders, what `actionclip pipeline run` uses locally)
-    work_root: str = "/data/work"  # folder for resumable stage checkpoints, per job and stage ("": temporary)
+    work_root: str = "/data/work"  # folder for resumable stage checkpoints, per run id and stage ("": temporary)
     # other stage config fields, per stage
     pretrain_overrides: dict = _demo("pretrain_overrides")  # other PretrainConfig fields
     prompt_overrides: dict = field(default_factory=dict)  # other PromptConfig fields

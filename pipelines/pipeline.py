@@ -41,8 +41,10 @@ def build_pipeline(settings: Optional[PlatformSettings] = None) -> Callable[...,
                 **_pick(p, PREPARE_PARAMS), seed=p.seed, workers=p.num_workers,
             ), DATA, settings, cache=False).after(parent)
             dataset = prepared.outputs["dataset"]
+            # job_id keys each stage's folder under work_root: a retried task finds its own checkpoints, another
+            # run never does. Passed explicitly so KFP resolves it as a task input.
             stage = dict(parent_run_id=parent.output, experiment=p.experiment, seed=p.seed, device=p.device,
-                         num_workers=p.num_workers, work_root=p.work_root)
+                         num_workers=p.num_workers, work_root=p.work_root, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             pre = apply(c.pretrain_model(
                 dataset=dataset, preset=p.preset, weights=p.weights, num_frames=p.num_frames, fusion=p.fusion,
                 epochs=p.pretrain_epochs, max_steps=p.pretrain_max_steps, batch_size=p.pretrain_batch_size,

@@ -26,7 +26,7 @@ def _artifact(cls, path: Path):
 def chain(store, tmp_path_factory) -> dict:
     """open_run -> prepare_data -> pretrain_model -> select_prompts -> finetune_model -> evaluate_model -> register."""
     out = tmp_path_factory.mktemp("components")
-    common = {"experiment": EXPERIMENT, "device": "cpu", "num_workers": 0, "job_name": "unit-job"}
+    common = {"experiment": EXPERIMENT, "device": "cpu", "num_workers": 0, "job_id": "unit-run-id"}
     parent = c.open_run.python_func(experiment=EXPERIMENT, run_name="", job_name="unit-job", job_id="42")
 
     dataset = _artifact(dsl.Dataset, out / "dataset")
@@ -121,8 +121,8 @@ def test_finetune_model(chain):
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
     assert chain["model"].metadata["stage"] == "finetune"
     assert all(isinstance(v, float) for v in chain["ft_metrics"].metadata.values())
-    # With a work root the stage keeps its resumable checkpoints there, keyed by job and stage.
-    assert list((chain["work_root"] / "unit-job" / "finetune" / "checkpoints").iterdir())
+    # With a work root the stage keeps its resumable checkpoints there, keyed by the run id and stage.
+    assert list((chain["work_root"] / "unit-run-id" / "finetune" / "checkpoints").iterdir())
 
 
 def test_evaluate_model(chain):
@@ -211,3 +211,17 @@ def test_report_rendering(tmp_path):
     assert html.count("data:image/png;base64,") == 1 and "a &lt;b&gt;" in html and "0.5000" in html
     md = render_markdown(metrics)
     assert "| top1 | 0.5000 |" in md and "| a <b> | 0.2500 |" in md
+
+
+def test_work_dir_is_keyed_by_the_run_id(tmp_path):
+    with _runtime.work_dir(str(tmp_path), "3f2a-run-uuid", "finetune") as path:
+        assert path == tmp_path / "3f2a-run-uuid" / "finetune" and path.is_dir()
+    assert path.is_dir()  # kept for a retry
+    # Without a resolved run id two runs would share (and resume) each other's checkpoints: refused.
+    for job_id in ("", "{{$.pipeline_job_uuid}}"):
+        with pytest.raises(ValueError, match="needs the KFP run id"):
+            with _runtime.work_dir(str(tmp_path), job_id, "finetune"):
+                pass
+    with _runtime.work_dir("", "", "finetune") as scratch:
+        assert scratch.is_dir()
+    assert not scratch.exists()  # no work root: a temporary folder, removed

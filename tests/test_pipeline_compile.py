@@ -116,6 +116,8 @@ def test_retries_on_gpu_stages_and_caching(compiled):
         assert tasks[name]["cachingOptions"]["enableCache"] is True
         # ... and they consume the fresh parent run id, so a new pipeline run never matches an old cache key.
         assert tasks[name]["inputs"]["parameters"]["parent_run_id"]["taskOutputParameter"]["producerTask"] == "open-run"
+        # A retry resumes from the stage's folder under work_root, keyed by the run's UUID (never its name).
+        assert tasks[name]["inputs"]["parameters"]["job_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert tasks["close-run"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     # The parent run exists before any stage can fail, so every failure is recorded in MLflow.
     assert tasks["prepare-data"]["dependentTasks"] == ["open-run"]
