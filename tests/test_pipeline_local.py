@@ -254,3 +254,80 @@ def test_failing_stage_reports_its_error_and_keeps_earlier_outputs(runs, tmp_pat
     parent = client.get_run(parent_id)
     assert parent.info.status == "FAILED" and parent.data.tags["kfp.pipeline_status"] == "FAILED"
 
+
+
+# A KFP retry re-runs a task with the same run id, so it finds the stage folder under work_root its killed attempt
+# left. This pipeline is the fine-tuning task alone, over the first run's artifacts, with that id fixed.
+RETRY_SCRIPT = """
+import json, sys
+from kfp import dsl
+from components.finetune import finetune_model
+from pipelines.local import run_local
+
+a = json.loads(sys.argv[1])
+
+@dsl.pipeline(name="finetune-retry")
+def retry(synthetic_dir: str, work_root: str):
+    imported = {name: dsl.importer(artifact_uri=a[name], artifact_class=cls, reimport=False).output
+                for name, cls in (("dataset", dsl.Dataset), ("pretrained", dsl.Model), ("prompt", dsl.Artifact))}
+    finetune_model(**imported, epochs=100.0, max_steps=a["steps"], warmup_epochs=0.0, batch_size=4,
+                   overrides={"checkpoint_every": 1}, experiment="retry", seed=0, device="cpu", num_workers=0,
+                   parent_run_id="", work_root=work_root, job_id=a["job_id"])
+
+run = run_local(a["workdir"], {"work_root": a["work_root"]}, pipeline=retry, cache=False, quiet=True)
+print("RESULT " + json.dumps({"succeeded": run.succeeded, "run_dir": str(run.run_dir)}))
+"""
+
+
+def test_killed_finetune_task_resumes_on_retry(runs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from actionclip.train.checkpointing import load_checkpoint
+
+    first, steps, job_id = runs["first"], 30, "one-run-retried"
+    args = {"dataset": str(first.output("prepare-data", "dataset")),
+            "pretrained": str(first.output("pretrain-model", "model")),
+            "prompt": str(first.output("select-prompts", "prompt")),
+            "workdir": str(tmp_path / "runs"), "work_root": str(tmp_path / "work"), "steps": steps, "job_id": job_id}
+    ckpts = tmp_path / "work" / job_id / "finetune" / "checkpoints"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-c", RETRY_SCRIPT, json.dumps(args)]
+
+    # Attempt 1: SIGKILL (no cleanup, as a node loss or OOM kill) the runner and its task once a checkpoint is on disk.
+    attempt = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(ckpts.glob("step-*.pt")):
+        assert attempt.poll() is None, f"the first attempt ended before its first checkpoint:\n{attempt.stdout.read()}"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    os.killpg(attempt.pid, signal.SIGKILL)
+    attempt.wait()
+    left = sorted(ckpts.glob("step-*.pt"))
+    killed_at = load_checkpoint(left[-1])
+    killed_step = int(killed_at["progress"]["global_step"])
+    assert 1 <= killed_step < steps, f"the attempt was not killed mid-run (step {killed_step} of {steps})"
+
+    # Attempt 2 (the retry): same command, same work_root and run id.
+    retry = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    result = json.loads(retry.stdout.rsplit("RESULT ", 1)[1])
+    assert result["succeeded"]
+    out = Path(result["run_dir"]) / "finetune-model"
+    logged = json.loads((out / "executor_output.json").read_text())["artifacts"]["metrics"]["artifacts"][0]
+    assert logged["metadata"]["global_step"] == steps
+    history = json.loads((out / "model" / "history.json").read_text())
+    # The step count continues from the killed attempt's checkpoint up to the end, once each, not from 1 again ...
+    assert [s["step"] for s in history["steps"]] == list(range(1, steps + 1))
+    # ... and the retry trained only what was left: the same MLflow run, tagged with where it resumed.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    run = client.get_run(killed_at["run_id"])
+    assert run.data.tags["resumed_from_step"] == str(killed_step)
+    assert run.info.status == "FINISHED"
