@@ -3,14 +3,15 @@
 # virtualenv, not the project's: CHECKOV (default /tmp/actionclip-checkov/bin/checkov; created with
 # `python -m venv /tmp/actionclip-checkov && /tmp/actionclip-checkov/bin/pip install checkov` when missing).
 # Renders each kustomization from a copy whose *.env come from the *.env.example files, then
-#   checkov --framework kubernetes -f <rendered.yaml> --skip-check <the waivers in docs/deploy.md, "Checkov">
+#   checkov --framework kubernetes -d <rendered> --skip-check <the waivers in docs/deploy.md, "Checkov"> "$@"
+# CHECKOV_SKIP= (empty) runs without the waivers; extra arguments go to checkov (tests/test_checkov.py: -o json).
 # Exit status: checkov's (non-zero when a check fails that is not waived).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHECKOV=${CHECKOV:-/tmp/actionclip-checkov/bin/checkov}
 if [ ! -x "$CHECKOV" ]; then
     python3 -m venv /tmp/actionclip-checkov
-    /tmp/actionclip-checkov/bin/pip install -q checkov
+    /tmp/actionclip-checkov/bin/pip install -q checkov >&2  # stdout stays checkov's report
     CHECKOV=/tmp/actionclip-checkov/bin/checkov
 fi
 WORK=$(mktemp -d)
@@ -24,4 +25,4 @@ for root in overlays/local overlays/local/serving overlays/gpu overlays/gpu/serv
 done
 # waivers, each with its reason in docs/deploy.md ("Checkov")
 SKIP=${CHECKOV_SKIP-CKV_K8S_15,CKV_K8S_35,CKV_K8S_40,CKV_K8S_43}
-exec "$CHECKOV" --framework kubernetes --quiet --compact ${SKIP:+--skip-check "$SKIP"} -d "$WORK/rendered"
+exec "$CHECKOV" --framework kubernetes --quiet --compact ${SKIP:+--skip-check "$SKIP"} -d "$WORK/rendered" "$@"
