@@ -6,9 +6,10 @@
 #   wheels/deps/*.whl      every third-party wheel the project needs (torch, timm, mlflow, kfp, decord, ...)
 #   wheels/project/*.whl   the actionclip-mlops wheel itself
 #
-# BASE_IMAGE must provide python3 (with the venv module) of the same minor version the wheelhouse was built for
-# (PYTHON_VERSION). Defaults to the registry image; scripts/build_image.sh passes a locally made Debian base where
-# no registry is reachable. The pip torch wheels are CUDA builds, so the same image runs GPU stages on nodes whose
+# BASE_IMAGE must provide python3 (with the venv module and its headers) of the same minor version the wheelhouse
+# was built for (PYTHON_VERSION), and g++: torch.compile's CPU backend (inductor) compiles its kernels with them at
+# run time. scripts/build_image.sh passes a locally made Debian base with both; a registry base needs them added
+# (docs/container.md). The pip torch wheels are CUDA builds, so the same image runs GPU stages on nodes whose
 # container runtime exposes the NVIDIA driver (see docs/container.md for a CUDA base).
 # No "# syntax=" line on purpose: it would make BuildKit pull a frontend image.
 ARG BASE_IMAGE=python:3.11-slim
@@ -28,13 +29,19 @@ ENV VIRTUAL_ENV=/opt/actionclip/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     GIT_PYTHON_REFRESH=quiet \
     HOME=/home/actionclip \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
+    TRITON_CACHE_DIR=/tmp/triton
+# (caches under /tmp: the pods mount an emptyDir there and keep the root filesystem read-only)
 
 # A virtualenv because Debian's system Python refuses pip installs (PEP 668); a numeric non-root user that can
 # write only its home (the venv stays root-owned, so running code cannot modify the installed project).
 RUN set -eu; \
     python3 -c "import sys; v = '.'.join(map(str, sys.version_info[:2])); \
 assert v == '${PYTHON_VERSION}', f'BASE_IMAGE has Python {v}; the wheelhouse needs ${PYTHON_VERSION}'"; \
+    command -v g++ >/dev/null || { echo "BASE_IMAGE has no g++: torch.compile needs it (docs/container.md)" >&2; exit 1; }; \
+    python3 -c "import os, sysconfig; p = os.path.join(sysconfig.get_paths()['include'], 'Python.h'); \
+assert os.path.exists(p), f'BASE_IMAGE has no {p}: torch.compile needs the Python headers (docs/container.md)'"; \
     python3 -m venv "$VIRTUAL_ENV"; \
     getent group "${UID}" >/dev/null || groupadd --gid "${UID}" actionclip; \
     getent passwd "${UID}" >/dev/null || useradd --uid "${UID}" --gid "${UID}" --no-create-home \

@@ -1,9 +1,13 @@
-"""The project image, built for real and run with the network off.
+"""The project's two images, built for real and run with the network off.
 
-A session fixture runs ``scripts/build_image.sh`` (private dockerd, locally made base, BuildKit ``--network=none``;
-it skips the build when an image from the same inputs exists), then:
+A session fixture runs ``scripts/build_image.sh`` (private dockerd, locally made bases, BuildKit ``--network=none``;
+it skips a build when an image from the same inputs exists), then:
 
-* the image itself: non-root user, ``actionclip --help``, the heavy imports, no network interface but loopback;
+* each build's own tag beside the setting's, and the same tags again when nothing changed;
+* the project image: non-root user, ``actionclip --help``, the heavy imports, no network interface but loopback;
+  ``torch.compile`` of the model (forward and backward) on CPU, matching eager;
+* the slim tracking-server image: no torch, well under the project image's size, ``mlflow server --app-name
+  basic-auth`` answers ``/health`` and refuses an unauthenticated write;
 * a two-stage slice of the pipeline (prepare-data on a synthetic dataset -> pre-train, import only) with
   ``kfp.local.DockerRunner(network_mode="none")``, whose artifacts are then checked on the host;
 * a failing stage inside the container fails the run with the stage's own error.
@@ -32,7 +36,8 @@ IMAGE_UID = 1000  # the Dockerfile's USER
 
 @dataclass(frozen=True)
 class BuiltImage:
-    name: str
+    name: str  # the setting's tag (components/image.py): what the components and kfp.local run
+    unique: str  # this build's own tag, <setting tag>-<UTC build time>-<inputs hash>: what a deployment pins
     docker_host: str
 
 
@@ -48,9 +53,21 @@ def _exports(stdout: str) -> dict[str, str]:
     return out
 
 
+def _build() -> subprocess.CompletedProcess:
+    from components.image import IMAGE, MLFLOW_IMAGE
+
+    # The tags come from the project's image settings; pass them explicitly so script and components agree.
+    env = {**os.environ, "ACTIONCLIP_IMAGE": IMAGE, "ACTIONCLIP_MLFLOW_IMAGE": MLFLOW_IMAGE, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=2400)
+    if proc.returncode == 3:
+        pytest.skip(f"no Docker engine can be started here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, f"build_image.sh failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return proc
+
+
 @pytest.fixture(scope="session")
-def project_image() -> Iterator[BuiltImage]:
-    """Build (or reuse) the project image with its private engine.
+def built() -> Iterator[dict]:
+    """Build (or reuse) both images with the private engine; what the script printed.
 
     The engine is left running: another session on the machine may be using it (``build_image.sh --stop`` stops it).
     """
@@ -58,29 +75,57 @@ def project_image() -> Iterator[BuiltImage]:
         pytest.skip("container tests need root: build_image.sh installs Docker and starts a private dockerd")
     if not (Path("/usr/bin/docker").exists() and shutil.which("dockerd")) and not shutil.which("apt-get"):
         pytest.skip("no Docker engine installed and no apt-get to install one")
-    from components.image import IMAGE
-
-    # The tag comes from the project's one image setting; pass it explicitly so script and components agree.
-    env = {**os.environ, "ACTIONCLIP_IMAGE": IMAGE, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=1500)
-    if proc.returncode == 3:
-        pytest.skip(f"no Docker engine can be started here: {proc.stderr.strip().splitlines()[-1]}")
-    assert proc.returncode == 0, f"build_image.sh failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    proc = _build()
     # What the build did and how long each step took (shown with -s / -rA).
     print("\n".join(line for line in proc.stderr.splitlines() if line.startswith("[build_image")))
     exported = _exports(proc.stdout)
-    assert exported.get("ACTIONCLIP_IMAGE") == IMAGE, proc.stdout
-    docker_host = exported["DOCKER_HOST"]
-
     saved = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = docker_host  # kfp.local.DockerRunner uses docker.from_env()
+    os.environ["DOCKER_HOST"] = exported["DOCKER_HOST"]  # kfp.local.DockerRunner uses docker.from_env()
     try:
-        yield BuiltImage(IMAGE, docker_host)
+        yield {"exports": exported, "stdout": proc.stdout}
     finally:
         if saved is None:
             os.environ.pop("DOCKER_HOST", None)
         else:
             os.environ["DOCKER_HOST"] = saved
+
+
+@pytest.fixture(scope="session")
+def project_image(built: dict) -> BuiltImage:
+    from components.image import IMAGE
+
+    return BuiltImage(IMAGE, built["exports"]["ACTIONCLIP_IMAGE"], built["exports"]["DOCKER_HOST"])
+
+
+@pytest.fixture(scope="session")
+def mlflow_image(built: dict) -> BuiltImage:
+    from components.image import MLFLOW_IMAGE
+
+    return BuiltImage(MLFLOW_IMAGE, built["exports"]["ACTIONCLIP_MLFLOW_IMAGE"], built["exports"]["DOCKER_HOST"])
+
+
+def _inspect(image: BuiltImage, ref: str) -> dict:
+    import docker
+
+    client = docker.DockerClient(base_url=image.docker_host)
+    try:
+        return client.api.inspect_image(ref)
+    finally:
+        client.close()
+
+
+def test_each_build_has_its_own_tag_and_a_printed_id(built, project_image, mlflow_image) -> None:
+    import re
+
+    for image in (project_image, mlflow_image):
+        # <setting>-<UTC time>-<8 hex of the inputs hash>, on the same image as the setting's tag
+        assert re.fullmatch(re.escape(image.name) + r"-\d{8}T\d{6}Z-[0-9a-f]{8}", image.unique), image.unique
+        image_id = _inspect(image, image.unique)["Id"]
+        assert _inspect(image, image.name)["Id"] == image_id
+        assert f"# {image.unique} id {image_id} (" in built["stdout"], built["stdout"]
+    # Nothing changed: no rebuild, and the same unique tags (a rebuild of changed inputs gets new ones).
+    again = _exports(_build().stdout)
+    assert (again["ACTIONCLIP_IMAGE"], again["ACTIONCLIP_MLFLOW_IMAGE"]) == (project_image.unique, mlflow_image.unique)
 
 
 def _run_in_image(image: BuiltImage, script: str) -> str:
@@ -117,6 +162,89 @@ def test_image_is_non_root_and_self_contained(project_image: BuiltImage) -> None
     # hold exactly the host's kfp for that to be a network-free no-op; torch must match what the tests ran with.
     assert versions[1] == version("kfp"), out
     assert versions[2] == version("torch"), out
+
+
+COMPILE_SCRIPT = r"""
+import glob, os, torch, actionclip
+torch.manual_seed(0)
+model = actionclip.create_model("tiny-8-32px")
+video, ids = torch.randn(2, 8, 3, 32, 32), torch.randint(1, 400, (3, 77))
+eager = model(video, ids)
+compiled = torch.compile(model)
+out = compiled(video, ids)
+(out[0].square().mean() + out[1].square().mean()).backward()  # the backward graph compiles too
+diff = max((a - b).abs().max().item() for a, b in zip(eager, out))
+kernels = glob.glob(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "**", "*.so"), recursive=True)
+grads = sum(p.grad is not None for p in model.parameters())
+print(f"compiled max_diff={diff:.3g} kernels={len(kernels)} grads={grads}")
+"""
+
+
+def test_torch_compile_runs_in_image(project_image: BuiltImage) -> None:
+    """The GPU fast path (``--compile``) needs inductor's C++ toolchain; on CPU it is the same compiler path."""
+    out = _run_in_image(project_image, f"python -c '{COMPILE_SCRIPT}'")
+    line = next(line for line in out.splitlines() if line.startswith("compiled "))
+    fields = dict(f.split("=") for f in line.split()[1:])
+    assert float(fields["max_diff"]) < 1e-4, out
+    assert int(fields["kernels"]) > 0, f"inductor built no C++ kernel (fell back?): {out}"
+    assert int(fields["grads"]) > 0, out
+
+
+def test_mlflow_server_image_is_slim_and_authenticates(mlflow_image: BuiltImage, project_image: BuiltImage,
+                                                       tmp_path: Path) -> None:
+    import time
+
+    import docker
+    import requests
+
+    from tests.test_serving_http import _free_port
+
+    server_size = _inspect(mlflow_image, mlflow_image.unique)["Size"]
+    assert server_size < _inspect(project_image, project_image.unique)["Size"] / 3, server_size
+    out = _run_in_image(mlflow_image, "python -c 'import importlib.util as u; print(\"torch\", u.find_spec(\"torch\"))'")
+    assert "torch None" in out, out
+
+    # The cluster's auth ini with SQLite in place of Postgres, in a folder the image's user owns.
+    text = (REPO / "manifests" / "base" / "mlflow-auth.ini").read_text()
+    (tmp_path / "basic_auth.ini").write_text("\n".join(
+        "database_uri = sqlite:////work/auth.db" if line.startswith("database_uri") else line
+        for line in text.splitlines()) + "\n")
+    os.chown(tmp_path, IMAGE_UID, IMAGE_UID)
+    port = _free_port()
+    client = docker.DockerClient(base_url=mlflow_image.docker_host)
+    # host networking: the private engine has no bridge; the server listens on 127.0.0.1 only
+    container = client.containers.run(
+        mlflow_image.unique,
+        ["mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", "sqlite:////work/mlflow.db", "--artifacts-destination", "/work/artifacts",
+         "--workers", "1"],
+        network_mode="host", detach=True, volumes={str(tmp_path): {"bind": "/work", "mode": "rw"}},
+        environment={"MLFLOW_AUTH_CONFIG_PATH": "/work/basic_auth.ini", "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+                     "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-for-tests-0123",
+                     "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0123456789",
+                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            container.reload()
+            assert container.status in ("created", "running"), container.logs().decode()[-3000:]
+            try:
+                if requests.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "no /health within 180 s:\n" + container.logs().decode()[-3000:]
+            time.sleep(1)
+        create = url + "/api/2.0/mlflow/experiments/create"
+        assert requests.post(create, json={"name": "anonymous"}, timeout=10).status_code == 401
+        admin = requests.post(create, json={"name": "by-admin"}, timeout=10,
+                              auth=("admin", "admin-password-for-tests-0123"))
+        assert admin.status_code == 200, admin.text
+    finally:
+        container.remove(force=True)
+        client.close()
 
 
 def _reset_kfp_local() -> None:
