@@ -123,7 +123,7 @@ class PipelineParams:
     seed: int = _from(PRETRAIN, "seed")
     device: str = _from(PRETRAIN, "device")
     num_workers: int = _from(PRETRAIN, "num_workers")
-    # resumable stage checkpoints on the data volume, keyed by KFP job and stage: a retried task resumes from its
+    # resumable stage checkpoints on the data volume, keyed by KFP run id and stage: a retried task resumes from its
     # last checkpoint ("": per-task temporary folders, what `actionclip pipeline run` uses locally)
     work_root: str = "/data/work"  # folder for resumable stage checkpoints, per run id and stage ("": temporary)
     # other stage config fields, per stage
