@@ -197,6 +197,7 @@ def test_mlflow_server_image_is_slim_and_authenticates(mlflow_image: BuiltImage,
     import docker
     import requests
 
+    from tests.test_mlflow_auth import ADMIN, write_auth_ini
     from tests.test_serving_http import _free_port
 
     server_size = _inspect(mlflow_image, mlflow_image.unique)["Size"]
@@ -205,10 +206,7 @@ def test_mlflow_server_image_is_slim_and_authenticates(mlflow_image: BuiltImage,
     assert "torch None" in out, out
 
     # The cluster's auth ini with SQLite in place of Postgres, in a folder the image's user owns.
-    text = (REPO / "manifests" / "base" / "mlflow-auth.ini").read_text()
-    (tmp_path / "basic_auth.ini").write_text("\n".join(
-        "database_uri = sqlite:////work/auth.db" if line.startswith("database_uri") else line
-        for line in text.splitlines()) + "\n")
+    write_auth_ini(tmp_path / "basic_auth.ini", "sqlite:////work/auth.db")
     os.chown(tmp_path, IMAGE_UID, IMAGE_UID)
     port = _free_port()
     client = docker.DockerClient(base_url=mlflow_image.docker_host)
@@ -219,8 +217,8 @@ def test_mlflow_server_image_is_slim_and_authenticates(mlflow_image: BuiltImage,
          "--backend-store-uri", "sqlite:////work/mlflow.db", "--artifacts-destination", "/work/artifacts",
          "--workers", "1"],
         network_mode="host", detach=True, volumes={str(tmp_path): {"bind": "/work", "mode": "rw"}},
-        environment={"MLFLOW_AUTH_CONFIG_PATH": "/work/basic_auth.ini", "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-                     "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-for-tests-0123",
+        environment={"MLFLOW_AUTH_CONFIG_PATH": "/work/basic_auth.ini", "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+                     "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
                      "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0123456789",
                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
@@ -239,8 +237,7 @@ def test_mlflow_server_image_is_slim_and_authenticates(mlflow_image: BuiltImage,
             time.sleep(1)
         create = url + "/api/2.0/mlflow/experiments/create"
         assert requests.post(create, json={"name": "anonymous"}, timeout=10).status_code == 401
-        admin = requests.post(create, json={"name": "by-admin"}, timeout=10,
-                              auth=("admin", "admin-password-for-tests-0123"))
+        admin = requests.post(create, json={"name": "by-admin"}, timeout=10, auth=ADMIN)
         assert admin.status_code == 200, admin.text
     finally:
         container.remove(force=True)

@@ -37,15 +37,18 @@ IDENTITIES = {
 LABELS = ["waving", "clapping", "jumping"]
 
 
+def write_auth_ini(path: Path, database_uri: str) -> Path:
+    """The cluster's auth ini (manifests/base/mlflow-auth.ini) with ``database_uri`` in place of Postgres."""
+    text = (ROOT / "manifests" / "base" / "mlflow-auth.ini").read_text()
+    path.write_text("\n".join(f"database_uri = {database_uri}" if line.startswith("database_uri") else line
+                              for line in text.splitlines()) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("auth")
-    ini = root / "basic_auth.ini"
-    # the cluster's ini (manifests/base/mlflow-auth.ini) with SQLite in place of Postgres
-    text = (ROOT / "manifests" / "base" / "mlflow-auth.ini").read_text()
-    text = "\n".join(f"database_uri = sqlite:///{root / 'auth.db'}" if line.startswith("database_uri") else line
-                     for line in text.splitlines())
-    ini.write_text(text + "\n")
+    ini = write_auth_ini(root / "basic_auth.ini", f"sqlite:///{root / 'auth.db'}")
     port = _free_port()
     log = root / "server.log"
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_AUTH_CONFIG_PATH": str(ini),

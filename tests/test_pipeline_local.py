@@ -255,7 +255,6 @@ def test_failing_stage_reports_its_error_and_keeps_earlier_outputs(runs, tmp_pat
     assert parent.info.status == "FAILED" and parent.data.tags["kfp.pipeline_status"] == "FAILED"
 
 
-
 # A KFP retry re-runs a task with the same run id, so it finds the stage folder under work_root its killed attempt
 # left. This pipeline is the fine-tuning task alone, over the first run's artifacts, with that id fixed.
 RETRY_SCRIPT = """
