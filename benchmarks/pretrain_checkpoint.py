@@ -193,9 +193,19 @@ def main() -> None:
 
         a = load_file(str(work / "packed" / "unpacked" / "model.safetensors"))
         b = load_file(str(shipped_path(NAME, cache_dir=work) / "model.safetensors"))
-        diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-        same = old["sha256"] == new_card["sha256"]
-        print(f"fresh vs shipped weights: identical {same}, max |difference| {diff:.3g}")
+        if a.keys() != b.keys():
+            print(f"fresh vs shipped: different tensors {sorted(a.keys() ^ b.keys())}")
+        else:
+            diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+            print(f"fresh vs shipped weights: {len(a)} tensors, max |difference| {diff:.3g}; file sha256 "
+                  + ("identical" if old["sha256"] == new_card["sha256"] else "differs"))
+        # the sha256 covers the safetensors header too: name the config fields that differ there
+        fresh_cfg = json.loads((work / "packed" / "config.json").read_text())
+        shipped_cfg = json.loads((shipped_path(NAME, cache_dir=work) / "config.json").read_text())
+        for tower in sorted(set(fresh_cfg) | set(shipped_cfg)):
+            fresh_part, shipped_part = fresh_cfg.get(tower), shipped_cfg.get(tower)
+            if fresh_part != shipped_part:
+                print(f"config {tower!r}: fresh {fresh_part} / shipped {shipped_part}")
         del torch
     except (OSError, KeyError, ValueError) as exc:
         print(f"no shipped checkpoint to compare with ({type(exc).__name__}: {exc})")
