@@ -185,14 +185,15 @@ def main() -> None:
         old = shipped_card(NAME)
         rows.append(("shipped", old))
         # the shipped weights, decompressed and scored on this run's data
-        shipped_scores = zero_shot(shipped_path(NAME, cache_dir=work), work / "prepared", work / "eval-shipped",
+        shipped = shipped_path(NAME, cache_dir=work)
+        shipped_scores = zero_shot(shipped, work / "prepared", work / "eval-shipped",
                                    2 * args.threads)
         rows.append(("shipped, scored here", {**old, "zero_shot": shipped_scores}))
         import torch
         from safetensors.torch import load_file
 
         a = load_file(str(work / "packed" / "unpacked" / "model.safetensors"))
-        b = load_file(str(shipped_path(NAME, cache_dir=work) / "model.safetensors"))
+        b = load_file(str(shipped / "model.safetensors"))
         if a.keys() != b.keys():
             print(f"fresh vs shipped: different tensors {sorted(a.keys() ^ b.keys())}")
         else:
@@ -201,7 +202,7 @@ def main() -> None:
                   + ("identical" if old["sha256"] == new_card["sha256"] else "differs"))
         # the sha256 covers the safetensors header too: name the config fields that differ there
         fresh_cfg = json.loads((work / "packed" / "config.json").read_text())
-        shipped_cfg = json.loads((shipped_path(NAME, cache_dir=work) / "config.json").read_text())
+        shipped_cfg = json.loads((shipped / "config.json").read_text())
         for tower in sorted(set(fresh_cfg) | set(shipped_cfg)):
             fresh_part, shipped_part = fresh_cfg.get(tower), shipped_cfg.get(tower)
             if fresh_part != shipped_part:
